@@ -1,0 +1,575 @@
+"""Discovery of data flow couplings (DFCs) from a model's traced graph (DFPC, Narshana et al. 2023).
+
+A DFC (A, D, B) is a set of channels shared by the feed-in layers A (whose output channel k flows
+in), the dependent per-channel layers D on the way (BatchNorm, depthwise convs) and the feed-out
+layers B (whose input channel k is read). Between A and B every operation acts channel by channel
+(activations, pooling, residual additions, identity shortcuts), so channel k can only be removed
+from all of them at once. A DFC is *coupled* when |A| > 1 or |B| > 1.
+
+How: the model is traced with ``torch.fx`` and its shapes propagated from an example input. Each
+feed-in layer creates an atomic channel space; channel-wise operations pass spaces through,
+additions unify them (union-find), concatenations along channels lay them side by side (offsets
+into the reader), flatten scales them by the spatial size (a Linear reads C*H*W features).
+Operations the graph does not understand make the spaces they touch unprunable, with the reason.
+"""
+from __future__ import annotations
+
+import builtins
+import operator
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+FEED_IN, DEPENDENT, FEED_OUT = "feed_in", "dependent", "feed_out"
+
+
+class UntraceableModelError(RuntimeError):
+    """torch.fx could not trace the model; the message names the failing code and the way out."""
+
+
+@dataclass(frozen=True)
+class ChannelRef:
+    """One layer's share of a DFC: channel k of the DFC is index ``offset + k`` of the layer's
+    output (feed-in, dependent) or input (feed-out) channels. ``stride`` > 1 when a Linear reads a
+    flattened map: channel k is then the ``stride`` features starting at ``(offset + k) * stride``."""
+    module: str
+    role: str
+    offset: int = 0
+    stride: int = 1
+
+    def indices(self, channels: Iterable[int]) -> list[int]:
+        """Positions in the layer's dimension that hold the given DFC channels."""
+        return [(self.offset + k) * self.stride + s for k in channels for s in range(self.stride)]
+
+
+@dataclass(eq=False)
+class DFC:
+    """A data flow coupling: feed-in layers A, dependent layers D, feed-out layers B.
+    Compared and hashed by identity, so a DFC can key a removal plan."""
+    index: int
+    channels: int
+    feed_in: list[ChannelRef]
+    dependent: list[ChannelRef]
+    feed_out: list[ChannelRef]
+    prunable: bool = True
+    reasons: list[str] = field(default_factory=list)
+    upstream: dict[str, list[str]] = field(default_factory=dict)   # feed-out b -> feed-in a reaching b
+    bn_after: dict[str, str] = field(default_factory=dict)         # feed-in a -> the BN applied to a's output
+
+    @property
+    def coupled(self) -> bool:
+        return len(self.feed_in) > 1 or len(self.feed_out) > 1
+
+    @property
+    def A(self) -> list[str]:
+        return [r.module for r in self.feed_in]
+
+    @property
+    def D(self) -> list[str]:
+        return [r.module for r in self.dependent]
+
+    @property
+    def B(self) -> list[str]:
+        return [r.module for r in self.feed_out]
+
+    def __repr__(self) -> str:
+        state = "coupled" if self.coupled else "single"
+        if not self.prunable:
+            state = "unprunable: " + "; ".join(self.reasons)
+        return (f"DFC#{self.index}({self.channels} ch, {state}, A={_short(self.A)}, "
+                f"D={_short(self.D)}, B={_short(self.B)})")
+
+
+def _short(names: list[str], n: int = 3) -> str:
+    return "[" + ", ".join(names[:n]) + (f", ... +{len(names) - n}" if len(names) > n else "") + "]"
+
+
+@dataclass
+class ChannelGraph:
+    """Every DFC of a model, and the layer shapes seen while tracing it."""
+    dfcs: list[DFC]                 # prunable DFCs
+    unprunable: list[DFC]           # channel spaces that must stay whole, with the reasons
+    shapes: dict[str, tuple]        # module -> (input shape, output shape) at the example input
+    input_shape: tuple
+
+    @property
+    def num_coupled(self) -> int:
+        return sum(d.coupled for d in self.dfcs)
+
+    @property
+    def num_channels(self) -> int:
+        return sum(d.channels for d in self.dfcs)
+
+    def __repr__(self) -> str:
+        return (f"ChannelGraph({len(self.dfcs)} DFCs, {self.num_coupled} coupled, "
+                f"{self.num_channels} prunable channels, {len(self.unprunable)} unprunable spaces)")
+
+    def dfc_of(self, module: str, role: str | None = None) -> list[DFC]:
+        """The DFCs in which ``module`` takes part (optionally only in one role)."""
+        out = []
+        for d in self.dfcs:
+            refs = d.feed_in + d.dependent + d.feed_out
+            if any(r.module == module and (role is None or r.role == role) for r in refs):
+                out.append(d)
+        return out
+
+    def rows(self) -> list[dict]:
+        """One plain row per DFC (prunable first), for a table."""
+        return [{"dfc": d.index, "channels": d.channels, "coupled": d.coupled, "prunable": d.prunable,
+                 "|A|": len(d.feed_in), "|D|": len(d.dependent), "|B|": len(d.feed_out),
+                 "A": ", ".join(d.A), "B": ", ".join(d.B), "reason": "; ".join(d.reasons)}
+                for d in self.dfcs + self.unprunable]
+
+    def table(self, max_names: int = 3) -> str:
+        """A plain-text table of the DFCs."""
+        head = f"{'DFC':>4} {'ch':>5} {'cpl':>3} {'|A|':>3} {'|D|':>3} {'|B|':>3}  A -> B"
+        lines = [head, "-" * len(head)]
+        for d in self.dfcs + self.unprunable:
+            flag = "yes" if d.coupled else "no"
+            tail = f"{_short(d.A, max_names)} -> {_short(d.B, max_names)}"
+            if not d.prunable:
+                tail += "  [unprunable: " + "; ".join(d.reasons) + "]"
+            lines.append(f"{d.index:>4} {d.channels:>5} {flag:>3} {len(d.feed_in):>3} "
+                         f"{len(d.dependent):>3} {len(d.feed_out):>3}  {tail}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- union-find of spaces
+
+class _Spaces:
+    """Union-find over atomic channel spaces, with the layers that share each one."""
+
+    def __init__(self):
+        self.parent: list[int] = []
+        self.length: list[int] = []
+        self.reasons: dict[int, list[str]] = {}
+        self.refs: dict[int, list[tuple[ChannelRef, frozenset]]] = {}
+        self.bn_after: dict[int, dict[str, str]] = {}
+
+    def new(self, length: int, reason: str | None = None) -> int:
+        i = len(self.parent)
+        self.parent.append(i)
+        self.length.append(length)
+        if reason:
+            self.mark(i, reason)
+        return i
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> int:
+        ri, rj = self.find(i), self.find(j)
+        if ri == rj:
+            return ri
+        if self.length[ri] != self.length[rj]:       # cannot happen for well-formed graphs
+            self.mark(ri, f"joins channel spaces of different sizes ({self.length[ri]} vs {self.length[rj]})")
+        self.parent[rj] = ri
+        for d in (self.reasons, self.refs, self.bn_after):
+            if rj in d:
+                src = d.pop(rj)
+                if isinstance(src, dict):
+                    d.setdefault(ri, {}).update(src)
+                else:
+                    d.setdefault(ri, []).extend(src)
+        return ri
+
+    def mark(self, i: int, reason: str) -> None:
+        r = self.reasons.setdefault(self.find(i), [])
+        if reason not in r:
+            r.append(reason)
+
+    def add_ref(self, i: int, ref: ChannelRef, origins: frozenset = frozenset()) -> None:
+        self.refs.setdefault(self.find(i), []).append((ref, origins))
+
+
+@dataclass(frozen=True)
+class _Seg:
+    atom: int
+    length: int
+    origins: frozenset          # feed-in layers whose output reaches this segment channel-wise
+
+
+@dataclass(frozen=True)
+class _Desc:
+    """The channel dimension (dim 1) of a traced tensor: segments side by side; each channel spans
+    ``stride`` consecutive positions (1, or H*W after a flatten)."""
+    segs: tuple
+    stride: int = 1
+
+    @property
+    def channels(self) -> int:
+        return sum(s.length for s in self.segs)
+
+
+# --------------------------------------------------------------------------- operation tables
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+                nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus,
+                nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.MaxPool2d, nn.AvgPool2d,
+                nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample, nn.ZeroPad2d)
+_CHANNELWISE_FUNCS = {F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish,
+                      F.hardsigmoid, F.hardtanh, F.softplus, F.dropout, F.dropout2d, F.max_pool2d,
+                      F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.interpolate,
+                      torch.relu, torch.relu_, torch.sigmoid, torch.tanh, F.sigmoid, F.tanh,
+                      torch.clone, torch.nn.functional.pad}
+_CHANNELWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clone", "contiguous",
+                        "detach", "float", "to", "clamp", "clamp_", "clamp_min", "clamp_min_"}
+_ELEMENTWISE = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
+                operator.isub, operator.imul, torch.add, torch.sub, torch.mul, torch.div}
+_ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+_NON_TENSOR = {builtins.getattr, operator.getitem, builtins.len}
+
+
+def _is_depthwise(m: nn.Conv2d) -> bool:
+    return m.groups > 1 and m.groups == m.in_channels == m.out_channels
+
+
+# --------------------------------------------------------------------------- tracing
+
+class _LeafTracer(torch.fx.Tracer):
+    def __init__(self, leaves: tuple):
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if qualname in self.leaves or (self.leaves and isinstance(m, tuple(x for x in self.leaves
+                                                                          if isinstance(x, type)))):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def _user_frame(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/torch/" not in f.filename.replace("\\", "/")]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at {f.filename}:{f.lineno}, in {f.name}: `{(f.line or '').strip()}`)"
+
+
+def trace(model: nn.Module, leaf_modules: Iterable = ()) -> torch.fx.GraphModule:
+    """``torch.fx`` trace of ``model``; a clear error when Python control flow defeats tracing."""
+    tracer = _LeafTracer(tuple(leaf_modules))
+    try:
+        graph = tracer.trace(model)
+    except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError, ...
+        raise UntraceableModelError(
+            f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}{_user_frame(e)}. "
+            "Usually a forward() branches or loops on tensor values or shapes. Make that code "
+            "independent of tensor values, or pass the submodule that contains it in "
+            "leaf_modules=[...] (its channels are then kept whole, marked unprunable).") from e
+    return torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def discover(model: nn.Module, input_shape: tuple = (1, 3, 32, 32), leaf_modules: Iterable = ()) -> ChannelGraph:
+    """Every DFC of ``model``, found on its ``torch.fx`` graph at an input of ``input_shape``.
+
+    The model is not modified (its train/eval modes are restored). ``leaf_modules``: submodule
+    names or types to keep opaque (for parts torch.fx cannot trace); their channels stay whole.
+    """
+    gm = trace(model, leaf_modules)
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        p = next(model.parameters(), None)
+        x = torch.zeros(input_shape, dtype=p.dtype if p is not None else torch.float32,
+                        device=p.device if p is not None else "cpu")
+        with torch.no_grad():
+            ShapeProp(gm).propagate(x)
+    except Exception as e:
+        raise ValueError(f"running {type(model).__name__} on an input of shape {tuple(input_shape)} "
+                         f"failed: {type(e).__name__}: {e}. Pass the input_shape the model expects.") from e
+    finally:
+        for m, t in modes.items():
+            m.training = t
+    return _Propagation(gm).run(tuple(input_shape))
+
+
+class _Propagation:
+    """One pass over the traced nodes, assigning each tensor's channel dimension to spaces."""
+
+    def __init__(self, gm: torch.fx.GraphModule):
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.sp = _Spaces()
+        self.desc: dict[torch.fx.Node, _Desc | None] = {}
+        self.shapes: dict[str, tuple] = {}
+        self.module_atoms: dict[str, tuple] = {}       # module -> its atoms as feed-in (re-used modules)
+        self.consumed: dict[str, _Desc] = {}           # module -> the input it read first
+
+    # -- helpers
+    @staticmethod
+    def _shape(node) -> tuple | None:
+        tm = node.meta.get("tensor_meta") if isinstance(node, torch.fx.Node) else None
+        return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
+
+    def _fresh(self, node, reason: str | None = None, origin: str | None = None) -> _Desc | None:
+        shape = self._shape(node)
+        if shape is None or len(shape) < 2:
+            return None
+        atom = self.sp.new(shape[1], reason)
+        return _Desc((_Seg(atom, shape[1], frozenset([origin] if origin else [])),))
+
+    def _mark(self, d: _Desc | None, reason: str) -> None:
+        if d is not None:
+            for s in d.segs:
+                self.sp.mark(s.atom, reason)
+
+    def _ref(self, d: _Desc, module: str, role: str) -> None:
+        off = 0
+        for s in d.segs:
+            self.sp.add_ref(s.atom, ChannelRef(module, role, off, d.stride), s.origins)
+            off += s.length
+
+    def _inputs(self, node) -> list[_Desc]:
+        out = []
+        for a in node.all_input_nodes:
+            d = self.desc.get(a)
+            if d is not None:
+                out.append(d)
+        return out
+
+    def _unsupported(self, node, what: str) -> _Desc | None:
+        reason = f"{what} at node {node.name!r} is not understood by the channel graph"
+        for d in self._inputs(node):
+            self._mark(d, reason)
+        return self._fresh(node, reason)
+
+    def _unify(self, descs: list[_Desc], node) -> _Desc | None:
+        """Element-wise op of same-shape tensors: channel k of every input is channel k of the output."""
+        first = descs[0]
+        for d in descs[1:]:
+            if [s.length for s in d.segs] != [s.length for s in first.segs] or d.stride != first.stride:
+                return self._unsupported(node, "element-wise op on differently concatenated channels")
+        segs = []
+        for i, s in enumerate(first.segs):
+            atom, origins = s.atom, set(s.origins)
+            for d in descs[1:]:
+                self.sp.union(atom, d.segs[i].atom)
+                origins |= d.segs[i].origins
+            segs.append(_Seg(atom, s.length, frozenset(origins)))
+        return _Desc(tuple(segs), first.stride)
+
+    # -- the pass
+    def run(self, input_shape: tuple) -> ChannelGraph:
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                self.desc[node] = self._fresh(node, "network input channels")
+            elif node.op == "get_attr":
+                self.desc[node] = self._fresh(node, f"parameter or buffer {node.target!r} used in the graph")
+            elif node.op == "call_module":
+                self.desc[node] = self._module(node)
+            elif node.op == "call_function":
+                self.desc[node] = self._function(node)
+            elif node.op == "call_method":
+                self.desc[node] = self._method(node)
+            elif node.op == "output":
+                for a in node.all_input_nodes:
+                    self._mark(self.desc.get(a), "network output")
+        return self._collect(input_shape)
+
+    def _module(self, node) -> _Desc | None:
+        name, m = node.target, self.modules[node.target]
+        ins = self._inputs(node)
+        x = ins[0] if ins else None
+        shape_in = self._shape(node.args[0]) if node.args else None
+        self.shapes.setdefault(name, (shape_in, self._shape(node)))
+        if len(ins) > 1 or (x is None and isinstance(m, (nn.Conv2d, nn.Linear))):
+            return self._unsupported(node, f"module {name} ({type(m).__name__}) with several inputs")
+        if isinstance(m, nn.Conv2d) and not _is_depthwise(m):
+            if m.groups > 1:
+                return self._unsupported(node, f"grouped convolution {name} (groups={m.groups})")
+            if x.stride != 1:
+                return self._unsupported(node, f"convolution {name} on a flattened tensor")
+            return self._producer(node, name, x)
+        if isinstance(m, nn.Linear):
+            if shape_in is None or len(shape_in) != 2:
+                return self._unsupported(node, f"linear layer {name} on a {len(shape_in or ())}-D tensor")
+            return self._producer(node, name, x)
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Conv2d)):       # BN, depthwise conv
+            if x is None:
+                return None
+            if isinstance(m, nn.Conv2d) and x.stride != 1:
+                return self._unsupported(node, f"convolution {name} on a flattened tensor")
+            self._ref(x, name, DEPENDENT)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                src = node.args[0]
+                if (len(x.segs) == 1 and src.op == "call_module"
+                        and src.target in self.module_atoms):           # BN right after a feed-in layer
+                    self.sp.bn_after.setdefault(self.sp.find(x.segs[0].atom), {})[src.target] = name
+            return x
+        if isinstance(m, nn.Flatten):
+            return self._flatten(node, x, m.start_dim, m.end_dim)
+        if isinstance(m, _ACTIVATIONS) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
+            return x
+        return self._unsupported(node, f"module {name} ({type(m).__name__})")
+
+    def _producer(self, node, name: str, x: _Desc) -> _Desc | None:
+        """A feed-in/feed-out layer (conv, linear): reads x's channels, creates new ones."""
+        if name in self.consumed:            # a module called twice: both inputs share its weight slices
+            prev = self.consumed[name]
+            if [s.length for s in prev.segs] != [s.length for s in x.segs] or prev.stride != x.stride:
+                self._mark(x, f"{name} is called on differently laid out inputs")
+                self._mark(prev, f"{name} is called on differently laid out inputs")
+            else:
+                for a, b in zip(prev.segs, x.segs):
+                    self.sp.union(a.atom, b.atom)
+        else:
+            self.consumed[name] = x
+            self._ref(x, name, FEED_OUT)
+        out = self._fresh(node, origin=name)
+        if name in self.module_atoms:
+            self.sp.union(self.module_atoms[name][0], out.segs[0].atom)
+        else:
+            self.module_atoms[name] = (out.segs[0].atom,)
+            self.sp.add_ref(out.segs[0].atom, ChannelRef(name, FEED_IN))
+        return out
+
+    def _flatten(self, node, x: _Desc | None, start: int, end: int) -> _Desc | None:
+        shape_in = self._shape(node.args[0])
+        if x is None or shape_in is None:
+            return None
+        end = end % len(shape_in)
+        if start % len(shape_in) != 1 or end != len(shape_in) - 1:
+            return self._unsupported(node, f"flatten(start_dim={start}, end_dim={end})")
+        spatial = 1
+        for s in shape_in[2:]:
+            spatial *= s
+        return _Desc(x.segs, x.stride * spatial)
+
+    def _function(self, node) -> _Desc | None:
+        f = node.target
+        ins = self._inputs(node)
+        if not ins:
+            if self._shape(node) is None or f in _NON_TENSOR:
+                return None
+            return self._fresh(node, f"tensor created by {getattr(f, '__name__', f)} inside forward()")
+        if f in _NON_TENSOR:
+            return None if self._shape(node) is None else self._unsupported(node, f"indexing {f.__name__}")
+        if f in _CHANNELWISE_FUNCS:
+            return ins[0] if len(ins) == 1 else self._unsupported(node, f"{f.__name__} with tensor arguments")
+        if f is torch.flatten:
+            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+            end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+            return self._flatten(node, ins[0], start, end)
+        if f in _ELEMENTWISE:
+            return self._elementwise(node, f.__name__)
+        if f is torch.cat:
+            return self._cat(node)
+        if f is torch.mean or f is torch.sum or f is torch.amax:
+            return self._reduce(node, ins[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("dim"))
+        return self._unsupported(node, f"function {getattr(f, '__name__', f)}")
+
+    def _method(self, node) -> _Desc | None:
+        name = node.target
+        ins = self._inputs(node)
+        if not ins:
+            return None
+        if name in ("size", "dim", "numel") or self._shape(node) is None:
+            return None
+        if name in _CHANNELWISE_METHODS:
+            return ins[0] if len(ins) == 1 else self._unsupported(node, f".{name}() with tensor arguments")
+        if name in _ELEMENTWISE_METHODS:
+            return self._elementwise(node, name)
+        if name == "flatten":
+            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+            end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+            return self._flatten(node, ins[0], start, end)
+        if name in ("view", "reshape"):
+            shape_in, shape_out = self._shape(node.args[0]), self._shape(node)
+            if shape_in and shape_out and len(shape_out) == 2 and shape_out[0] == shape_in[0] and len(shape_in) >= 2:
+                return self._flatten(node, ins[0], 1, -1)                  # (N, C, H, W) -> (N, C*H*W)
+            if shape_in == shape_out:
+                return ins[0]
+            return self._unsupported(node, f".{name}{tuple(shape_out or ())}")
+        if name in ("mean", "sum", "amax"):
+            return self._reduce(node, ins[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("dim"))
+        return self._unsupported(node, f"method .{name}()")
+
+    def _reduce(self, node, x: _Desc, dims) -> _Desc | None:
+        shape_in = self._shape(node.args[0])
+        dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+        norm = {d % len(shape_in) for d in dims} if shape_in and dims else set()
+        if x.stride == 1 and norm and 0 not in norm and 1 not in norm:
+            return x                                                        # a spatial reduction
+        return self._unsupported(node, f"reduction over dims {dims}")
+
+    def _elementwise(self, node, what: str) -> _Desc | None:
+        out_shape = self._shape(node)
+        full, other_tensors = [], []
+        for a in node.all_input_nodes:
+            d, s = self.desc.get(a), self._shape(a)
+            if s is None:
+                continue                                              # not a tensor
+            if d is not None and len(s) == len(out_shape) >= 2 and s[1] == out_shape[1]:
+                full.append(d)                                        # same channels as the output
+            elif len(s) == 0 or all(v == 1 for v in s):
+                continue                                              # a scalar tensor
+            elif len(s) == len(out_shape) >= 2 and s[1] == 1:
+                continue                                              # broadcast over channels: (N,1,..)
+            else:
+                other_tensors.append(a)
+        if other_tensors or not full:
+            return self._unsupported(node, f"element-wise {what} with a broadcast tensor")
+        return self._unify(full, node)
+
+    def _cat(self, node) -> _Desc | None:
+        tensors = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        out_shape = self._shape(node)
+        descs = [self.desc.get(t) for t in tensors]
+        if any(d is None for d in descs):
+            return self._unsupported(node, "torch.cat of untracked tensors")
+        if dim % len(out_shape) == 1:
+            if any(d.stride != 1 for d in descs):
+                return self._unsupported(node, "torch.cat of flattened tensors")
+            return _Desc(tuple(s for d in descs for s in d.segs))
+        return self._unify(descs, node)                           # cat along batch/space: channels align
+
+    # -- results
+    def _collect(self, input_shape: tuple) -> ChannelGraph:
+        groups: dict[int, list] = {}
+        for atom in range(len(self.sp.parent)):
+            groups.setdefault(self.sp.find(atom), [])
+        dfcs = []
+        for root in groups:
+            refs = self.sp.refs.get(root, [])
+            if not refs:
+                continue
+            feed_in = _dedup(r for r, _ in refs if r.role == FEED_IN)
+            dependent = _dedup(r for r, _ in refs if r.role == DEPENDENT)
+            feed_out = _dedup(r for r, _ in refs if r.role == FEED_OUT)
+            reasons = list(self.sp.reasons.get(root, []))
+            if not feed_in and not reasons:
+                reasons.append("no layer produces these channels")
+            a_names = {r.module for r in feed_in}
+            upstream: dict[str, list[str]] = {}
+            for r, origins in refs:
+                if r.role == FEED_OUT:
+                    upstream.setdefault(r.module, set()).update(origins & a_names)
+            dfcs.append(DFC(0, self.sp.length[root], feed_in, dependent, feed_out, not reasons, reasons,
+                            {b: sorted(a) for b, a in upstream.items()},
+                            dict(self.sp.bn_after.get(root, {}))))
+        prunable = [d for d in dfcs if d.prunable]
+        unprunable = [d for d in dfcs if not d.prunable]
+        for i, d in enumerate(prunable + unprunable):
+            d.index = i
+        return ChannelGraph(prunable, unprunable, self.shapes, input_shape)
+
+
+def _dedup(refs) -> list[ChannelRef]:
+    seen, out = set(), []
+    for r in refs:
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return out

@@ -1,0 +1,157 @@
+"""Physical channel surgery: remove DFC channels so that layers become really smaller.
+
+Pruning channel k of a DFC (A, D, B) deletes output filter k of every feed-in layer in A, entry k of
+every dependent layer in D (BatchNorm; a depthwise conv shrinks its channels and ``groups``), and
+input slice k of every feed-out layer in B (DFPC, Narshana et al. 2023, section 3).
+"""
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .coupling import DEPENDENT, FEED_IN, FEED_OUT, DFC, ChannelGraph
+
+
+class PruningError(ValueError):
+    """A pruning request that cannot be carried out (the message says why and what to do)."""
+
+
+def _as_dfc(graph: ChannelGraph, key) -> DFC:
+    if isinstance(key, DFC):
+        return key
+    every = graph.dfcs + graph.unprunable
+    if not isinstance(key, int) or not 0 <= key < len(every):
+        raise PruningError(f"no DFC {key!r} in this graph (it has DFCs 0..{len(every) - 1})")
+    return every[key]
+
+
+def plan(graph: ChannelGraph, removals: Mapping) -> dict[str, dict[str, set[int]]]:
+    """Per module, the output ('out') and input ('in') indices to delete; checks the request."""
+    cut: dict[str, dict[str, set[int]]] = defaultdict(lambda: {"out": set(), "in": set()})
+    for key, channels in removals.items():
+        dfc = _as_dfc(graph, key)
+        chans = sorted({int(c) for c in channels})
+        if not chans:
+            continue
+        if not dfc.prunable:
+            raise PruningError(f"DFC #{dfc.index} is not prunable: {'; '.join(dfc.reasons)}")
+        if chans[0] < 0 or chans[-1] >= dfc.channels:
+            raise PruningError(f"DFC #{dfc.index} has channels 0..{dfc.channels - 1}; got {chans[0]}..{chans[-1]}")
+        if len(chans) >= dfc.channels:
+            raise PruningError(f"removing all {dfc.channels} channels of DFC #{dfc.index} "
+                               f"(A={dfc.A}) would cut the network in two; keep at least one channel")
+        for ref in dfc.feed_in + dfc.dependent:
+            cut[ref.module]["out"].update(ref.indices(chans))
+        for ref in dfc.feed_out:
+            cut[ref.module]["in"].update(ref.indices(chans))
+    return dict(cut)
+
+
+def _keep(n: int, drop: set[int], device) -> torch.Tensor:
+    return torch.tensor([i for i in range(n) if i not in drop], dtype=torch.long, device=device)
+
+
+def _param(t: torch.Tensor, requires_grad: bool) -> nn.Parameter:
+    return nn.Parameter(t.contiguous().clone(), requires_grad=requires_grad)
+
+
+def shrink_module(m: nn.Module, out_drop: set[int], in_drop: set[int]) -> None:
+    """Delete output indices ``out_drop`` and input indices ``in_drop`` of one layer, in place."""
+    if isinstance(m, nn.Conv2d):
+        dev = m.weight.device
+        depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+        keep_out = _keep(m.out_channels, out_drop, dev)
+        w = m.weight.data.index_select(0, keep_out)
+        if depthwise:
+            m.groups = m.in_channels = len(keep_out)
+        else:
+            if m.groups != 1:
+                raise PruningError(f"cannot shrink grouped convolution (groups={m.groups})")
+            keep_in = _keep(m.in_channels, in_drop, dev)
+            w = w.index_select(1, keep_in)
+            m.in_channels = len(keep_in)
+        m.out_channels = len(keep_out)
+        m.weight = _param(w, m.weight.requires_grad)
+        if m.bias is not None:
+            m.bias = _param(m.bias.data.index_select(0, keep_out), m.bias.requires_grad)
+    elif isinstance(m, nn.Linear):
+        dev = m.weight.device
+        keep_out = _keep(m.out_features, out_drop, dev)
+        keep_in = _keep(m.in_features, in_drop, dev)
+        m.weight = _param(m.weight.data.index_select(0, keep_out).index_select(1, keep_in), m.weight.requires_grad)
+        if m.bias is not None:
+            m.bias = _param(m.bias.data.index_select(0, keep_out), m.bias.requires_grad)
+        m.out_features, m.in_features = len(keep_out), len(keep_in)
+    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        keep = _keep(m.num_features, out_drop, m.running_mean.device if m.running_mean is not None
+                     else m.weight.device)
+        if m.affine:
+            m.weight = _param(m.weight.data.index_select(0, keep), m.weight.requires_grad)
+            m.bias = _param(m.bias.data.index_select(0, keep), m.bias.requires_grad)
+        if m.running_mean is not None:
+            m.running_mean = m.running_mean.index_select(0, keep).clone()
+            m.running_var = m.running_var.index_select(0, keep).clone()
+        m.num_features = len(keep)
+    else:
+        raise PruningError(f"no surgery for {type(m).__name__}")
+
+
+def prune(model: nn.Module, graph: ChannelGraph, removals: Mapping, inplace: bool = False) -> nn.Module:
+    """A model with the given DFC channels physically removed.
+
+    ``removals`` maps a DFC (or its index in ``graph``) to the channel indices to delete. The
+    caller's model is left untouched unless ``inplace=True``. ``graph`` must describe ``model``
+    as it is now (discover again after each prune).
+    """
+    cut = plan(graph, removals)
+    target = model if inplace else copy.deepcopy(model)
+    for name, c in cut.items():
+        shrink_module(target.get_submodule(name), c["out"], c["in"])
+    return target
+
+
+def predicted_parameters(model: nn.Module, graph: ChannelGraph, removals: Mapping) -> int:
+    """Parameter count the pruned model will have, computed from the removal plan alone."""
+    cut = plan(graph, removals)
+    total = 0
+    for name, m in model.named_modules():
+        own = sum(p.numel() for p in m.parameters(recurse=False))
+        if name not in cut:
+            total += own
+            continue
+        o, i = len(cut[name]["out"]), len(cut[name]["in"])
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            out_c = m.out_channels - o
+            in_per_group = 1 if m.groups > 1 else m.in_channels - i
+            total += out_c * in_per_group * k + (out_c if m.bias is not None else 0)
+        elif isinstance(m, nn.Linear):
+            total += (m.out_features - o) * (m.in_features - i) + (m.out_features - o if m.bias is not None else 0)
+        else:  # BatchNorm
+            total += own - (2 * o if m.affine else 0)
+    return total
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def channel_counts(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, int]:
+    """Output channels (features) of each conv and linear layer, e.g. to compare before and after."""
+    out = {}
+    for name, m in model.named_modules():
+        if names is not None and name not in names:
+            continue
+        if isinstance(m, nn.Conv2d):
+            out[name] = m.out_channels
+        elif isinstance(m, nn.Linear):
+            out[name] = m.out_features
+    return out
+
+
+__all__ = ["PruningError", "plan", "prune", "shrink_module", "predicted_parameters", "num_parameters",
+           "channel_counts", "FEED_IN", "FEED_OUT", "DEPENDENT"]

@@ -1,0 +1,231 @@
+"""Training, evaluation and short fine-tuning of CIFAR-10 models.
+
+The recipe: per-sample random crop and flip on tensors, SGD with Nesterov momentum, a one-cycle
+learning-rate schedule, label smoothing, channels_last memory layout, CUDA when present. Training
+writes a resume file after every epoch and picks it up again when restarted with the same output.
+
+Command: ``python -m pruning_lib.train --arch resnet20 --epochs 60 --out data/checkpoints/resnet20.pt``
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import data as cdata
+from .checkpoints import save_checkpoint
+from .models import get_model
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: cdata.CIFAR10Split | str, batch_size: int = 500,
+             device: torch.device | str | None = None, progress: bool = False) -> float:
+    """Top-1 accuracy (in %) of ``model`` on a split (a :class:`CIFAR10Split` or its name).
+
+    The model is evaluated in eval mode and left in the mode it had."""
+    if isinstance(split, str):
+        split = cdata.load_split(split)
+    device = torch.device(device) if device else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    it = cdata.batches(split, batch_size)
+    if progress:
+        it = tqdm(it, total=math.ceil(len(split) / batch_size), desc=f"eval {split.name}", leave=False)
+    for x, y in it:
+        logits = model(x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+        correct += (logits.argmax(1).cpu() == y).sum().item()
+    model.train(was_training)
+    return 100.0 * correct / len(split)
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of the course's CIFAR recipe."""
+    arch: str = "resnet20"
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 0.2                 # peak of the one-cycle schedule
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    seed: int = 0
+    num_classes: int = 10
+    train_subset: int | None = None   # images of the train split to use (smoke tests)
+    amp: bool = True                  # bfloat16 autocast for the forward pass (about 2x on a CPU with bf16)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    test_accuracy: float
+    epochs: int
+    wall_time_s: float
+    history: list = field(default_factory=list)
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)        # no weight decay on BN and biases
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
+                                                steps_per_epoch=steps_per_epoch, pct_start=0.25,
+                                                div_factor=10.0, final_div_factor=200.0)
+    return opt, sched
+
+
+def train_epochs(model: nn.Module, split: cdata.CIFAR10Split, epochs: int, opt, sched,
+                 label_smoothing: float, generator: torch.Generator, device: torch.device,
+                 start_epoch: int = 0, batch_size: int = 128, on_epoch_end=None,
+                 desc: str = "train", amp: bool = False) -> list[dict]:
+    """The inner loop shared by training and fine-tuning; returns one record per epoch."""
+    history = []
+    steps = len(split) // batch_size
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        t0, total, n = time.perf_counter(), 0.0, 0
+        bar = tqdm(cdata.batches(split, batch_size, shuffle=True, train_augment=True,
+                                 generator=generator, drop_last=True),
+                   total=steps, desc=f"{desc} {epoch + 1}/{epochs}", leave=False)
+        for x, y in bar:
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total += loss.item() * len(y)
+            n += len(y)
+            bar.set_postfix(loss=f"{total / n:.3f}")
+        record = {"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0}
+        history.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+    return history
+
+
+def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None = None,
+          data_dir: str | Path | None = None, resume: bool = True) -> TrainResult:
+    """Train ``cfg.arch`` on the ``train`` split; write the final checkpoint to ``out``.
+
+    A resume file ``<out>.resume.pt`` (model, optimiser, schedule, RNG, history) is written after
+    each epoch; a later call with the same ``out`` continues from it, then deletes it.
+    """
+    out = Path(out)
+    device = torch.device(device) if device else default_device()
+    torch.manual_seed(cfg.seed)
+    split = cdata.load_split("train", data_dir)
+    if cfg.train_subset:
+        split = split.subset(cfg.train_subset, seed=cfg.seed)
+    model = get_model(cfg.arch, num_classes=cfg.num_classes).to(device).to(memory_format=torch.channels_last)
+    steps = len(split) // cfg.batch_size
+    opt, sched = _make_optimizer(model, cfg, steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    resume_path = out.with_name(out.name + ".resume.pt")
+    start, history, elapsed = 0, [], 0.0
+    if resume and resume_path.exists():
+        r = torch.load(resume_path, map_location=device, weights_only=True)
+        if r["config"] != asdict(cfg):
+            raise ValueError(f"{resume_path} was written with another configuration {r['config']}; "
+                             "delete it or train with the same settings")
+        model.load_state_dict(r["model"])
+        opt.load_state_dict(r["optimizer"])
+        sched.load_state_dict(r["scheduler"])
+        gen.set_state(r["generator"])
+        start, history, elapsed = r["epoch"], r["history"], r["wall_time_s"]
+        print(f"resuming {cfg.arch} from epoch {start}/{cfg.epochs}")
+    t_start = time.perf_counter()
+
+    def checkpoint_resume(epoch, record):
+        history.append(record)
+        tmp = resume_path.with_name(resume_path.name + ".tmp")
+        torch.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "generator": gen.get_state(), "epoch": epoch,
+                    "history": history, "wall_time_s": elapsed + time.perf_counter() - t_start}, tmp)
+        tmp.replace(resume_path)
+        print(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} ({record['seconds']:.0f} s)", flush=True)
+
+    train_epochs(model, split, cfg.epochs, opt, sched, cfg.label_smoothing, gen, device,
+                 start_epoch=start, batch_size=cfg.batch_size, on_epoch_end=checkpoint_resume,
+                 desc=cfg.arch, amp=cfg.amp)
+    wall = elapsed + time.perf_counter() - t_start
+    test = cdata.load_split("test", data_dir)
+    acc = evaluate(model, test, device=device)
+    meta = {"dataset": "CIFAR-10", "data_copy": test.copy, "test_accuracy": acc, "epochs": cfg.epochs,
+            "recipe": asdict(cfg), "wall_time_s": round(wall, 1), "hardware": hardware(device),
+            "seed": cfg.seed, "train_images": len(split), "history": history}
+    save_checkpoint(out, model.cpu().to(memory_format=torch.contiguous_format), cfg.arch, meta,
+                    half=sum(p.numel() for p in model.parameters()) > 5_000_000)
+    resume_path.unlink(missing_ok=True)
+    return TrainResult(out, acc, cfg.epochs, wall, history)
+
+
+def fine_tune(model: nn.Module, epochs: int = 1, lr: float = 0.01, batch_size: int = 128,
+              label_smoothing: float = 0.1, weight_decay: float = 5e-4, seed: int = 0,
+              split: cdata.CIFAR10Split | str = "train", device: str | torch.device | None = None,
+              inplace: bool = False, amp: bool = True) -> nn.Module:
+    """A short fine-tune (a few epochs, cosine schedule from ``lr``) of a copy of ``model``."""
+    import copy
+    if not inplace:
+        model = copy.deepcopy(model)
+    if isinstance(split, str):
+        split = cdata.load_split(split)
+    device = torch.device(device) if device else next(model.parameters()).device
+    model.to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    steps = epochs * (len(split) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    gen = torch.Generator().manual_seed(seed)
+    train_epochs(model, split, epochs, opt, sched, label_smoothing, gen, device,
+                 batch_size=batch_size, desc="fine-tune", amp=amp)
+    model.eval()
+    return model
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m pruning_lib.train", description=__doc__.split("\n")[0])
+    p.add_argument("--arch", default="resnet20")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="final checkpoint path (resume file beside it)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--no-amp", action="store_true", help="train in float32 (no bfloat16 autocast)")
+    a = p.parse_args(argv)
+    cfg = TrainConfig(arch=a.arch, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                      train_subset=a.train_subset, amp=not a.no_amp)
+    r = train(cfg, a.out, a.device, a.data_dir)
+    print(f"{cfg.arch}: test accuracy {r.test_accuracy:.2f}% after {r.epochs} epochs "
+          f"({r.wall_time_s / 60:.1f} min) -> {r.checkpoint}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""pruning_lib.train on a small learnable synthetic CIFAR (each class its own colour, plus noise)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_images, write_image_folder
+from pruning_lib import data as cdata
+from pruning_lib import train as ptrain
+from pruning_lib.checkpoints import load_checkpoint
+from pruning_lib.models import get_model
+
+
+@pytest.fixture(scope="module")
+def colour_data(tmp_path_factory):
+    """A data folder with a prepared cache: 10 classes x (80 train + 20 test) coloured images."""
+    root = tmp_path_factory.mktemp("colour")
+    write_image_folder(root / "cifar10", make_images(80, "colour", seed=1), make_images(20, "colour", seed=2))
+    cdata.prepare(root)
+    return root
+
+
+@pytest.fixture
+def data_dir(colour_data, small_splits):
+    return colour_data           # with load_split's dist/val at 5 + 5 per class (80 -> 70 train)
+
+
+def _cfg(**kw):
+    base = dict(arch="resnet20", batch_size=64, lr=0.05, amp=False)
+    return ptrain.TrainConfig(**{**base, **kw})
+
+
+def test_training_learns(data_dir, tmp_path):
+    out = tmp_path / "r20.pt"
+    r = ptrain.train(_cfg(epochs=3, train_subset=640), out, device="cpu", data_dir=data_dir)
+    losses = [h["loss"] for h in r.history]
+    assert [h["epoch"] for h in r.history] == [1, 2, 3]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert r.test_accuracy >= 70.0                        # chance is 10 %
+    assert r.checkpoint == out and out.exists()
+    assert not out.with_name(out.name + ".resume.pt").exists()
+    model, meta = load_checkpoint(out, arch="resnet20")
+    assert meta["test_accuracy"] == r.test_accuracy and meta["train_images"] == 640
+    assert meta["data_copy"] == "images" and meta["recipe"]["lr"] == 0.05
+    assert len(meta["history"]) == 3
+    assert abs(ptrain.evaluate(model, cdata.load_split("test", data_dir)) - r.test_accuracy) <= 1.0
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_continues_where_it_stopped(data_dir, tmp_path, monkeypatch):
+    cfg = _cfg(epochs=2, train_subset=320)
+    reference = ptrain.train(cfg, tmp_path / "straight.pt", device="cpu", data_dir=data_dir)
+
+    real = ptrain.train_epochs
+
+    def stop_after_first_epoch(*args, on_epoch_end=None, **kw):
+        def cb(epoch, record):
+            on_epoch_end(epoch, record)                    # the resume file is written here
+            raise Interrupted
+        return real(*args, on_epoch_end=cb, **kw)
+
+    out = tmp_path / "resumed.pt"
+    monkeypatch.setattr(ptrain, "train_epochs", stop_after_first_epoch)
+    with pytest.raises(Interrupted):
+        ptrain.train(cfg, out, device="cpu", data_dir=data_dir)
+    monkeypatch.setattr(ptrain, "train_epochs", real)
+    resume = out.with_name(out.name + ".resume.pt")
+    assert resume.exists() and not out.exists()
+    state = torch.load(resume, weights_only=True)
+    assert state["epoch"] == 1 and len(state["history"]) == 1 and state["config"]["epochs"] == 2
+
+    with pytest.raises(ValueError, match="another configuration"):
+        ptrain.train(_cfg(epochs=3, train_subset=320), out, device="cpu", data_dir=data_dir)
+
+    r = ptrain.train(cfg, out, device="cpu", data_dir=data_dir)
+    assert [h["epoch"] for h in r.history] == [1, 2] and not resume.exists()
+    # Model, optimiser, schedule and data order were all restored: same result as without a break.
+    assert [h["loss"] for h in r.history] == pytest.approx([h["loss"] for h in reference.history], rel=1e-5)
+    a, _ = load_checkpoint(out)
+    b, _ = load_checkpoint(reference.checkpoint)
+    for k, v in a.state_dict().items():
+        assert torch.allclose(v.float(), b.state_dict()[k].float(), atol=1e-5), k
+
+
+def test_evaluate(data_dir):
+    test = cdata.load_split("test", data_dir)
+    model = get_model("resnet20")
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    acc = ptrain.evaluate(model, test, batch_size=64)
+    assert model.training                                                  # mode restored
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())   # eval mode: no BN update
+    model.eval()
+    assert ptrain.evaluate(model, test, batch_size=200) == acc and not model.training
+    with torch.no_grad():
+        pred = model(cdata.normalize(test.x)).argmax(1)
+    assert 0.0 <= acc <= 100.0
+    assert acc == pytest.approx(100.0 * (pred == test.y).float().mean().item())
+
+
+def test_fine_tune_leaves_the_input_alone(data_dir):
+    split = cdata.load_split("train", data_dir).subset(320)
+    model = get_model("resnet20").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned = ptrain.fine_tune(model, epochs=1, lr=0.05, batch_size=64, split=split, device="cpu", amp=False)
+    assert tuned is not model and not tuned.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not torch.equal(tuned.state_dict()["conv1.weight"].contiguous(), before["conv1.weight"])
+    same = ptrain.fine_tune(model, epochs=1, lr=0.05, batch_size=64, split=split, device="cpu",
+                            amp=False, inplace=True)
+    assert same is model and not torch.equal(model.state_dict()["conv1.weight"], before["conv1.weight"])
