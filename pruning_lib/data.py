@@ -65,6 +65,10 @@ class CIFAR10Split:
     def __repr__(self) -> str:
         return f"CIFAR10Split({self.name!r}, n={len(self)}, copy={self.copy!r})"
 
+    def to(self, device) -> "CIFAR10Split":
+        """The same split with its tensors on ``device`` (a no-op when they are there already)."""
+        return CIFAR10Split(self.name, self.x.to(device), self.y.to(device), self.copy, self.classes)
+
     def subset(self, n: int, seed: int = 0) -> "CIFAR10Split":
         """A class-balanced subset of ``n`` images (n divisible by the class count)."""
         per_class, rest = divmod(n, len(self.classes))
@@ -341,30 +345,50 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int 
     Vectorised over the batch: each image gets its own crop offset and flip, at tensor speed.
     """
     n, _, h, w = x.shape
+    dev = x.device                 # random numbers come from the (CPU) generator, indexing runs on x's device
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]          # (n,1,h,1)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]          # (n,1,1,w)
-    batch = torch.arange(n)[:, None, None, None]
-    chan = torch.arange(x.shape[1])[None, :, None, None]
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
+    rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]          # (n,1,h,1)
+    cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]          # (n,1,1,w)
+    batch = torch.arange(n, device=dev)[:, None, None, None]
+    chan = torch.arange(x.shape[1], device=dev)[None, :, None, None]
     out = padded[batch, chan, rows, cols]
-    flip = torch.rand(n, generator=generator) < 0.5
+    flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero one ``size`` x ``size`` square per image at a random centre (DeVries & Taylor, 2017).
+
+    Applied to normalised images, zero is the data mean. Vectorised over the batch."""
+    n, _, h, w = x.shape
+    dev = x.device
+    cy = torch.randint(0, h, (n,), generator=generator).to(dev)[:, None, None]
+    cx = torch.randint(0, w, (n,), generator=generator).to(dev)[:, None, None]
+    ys = torch.arange(h, device=dev)[None, :, None]
+    xs = torch.arange(w, device=dev)[None, None, :]
+    inside = ((ys - cy).abs() * 2 < size) & ((xs - cx).abs() * 2 < size)      # (n,h,w)
+    return x.masked_fill(inside[:, None], 0.0)
+
+
 def batches(split: CIFAR10Split, batch_size: int, shuffle: bool = False, train_augment: bool = False,
-            generator: torch.Generator | None = None, drop_last: bool = False):
-    """Yield (normalised float images, labels) batches from a split held in memory."""
+            generator: torch.Generator | None = None, drop_last: bool = False, cutout_size: int = 0):
+    """Yield (normalised float images, labels) batches from a split held in memory.
+
+    ``train_augment``: random crop and flip per image; ``cutout_size`` > 0 adds Cutout."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     for i in range(0, stop, batch_size):
-        idx = order[i:i + batch_size]
+        idx = order[i:i + batch_size].to(split.x.device)
         x = split.x[idx]
         if train_augment:
             x = augment(x, generator)
-        yield normalize(x), split.y[idx]
+        x = normalize(x)
+        if train_augment and cutout_size:
+            x = cutout(x, cutout_size, generator)
+        yield x, split.y[idx.to(split.y.device)]
 
 
 def main(argv=None) -> None:

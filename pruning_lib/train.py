@@ -65,6 +65,7 @@ class TrainConfig:
     num_classes: int = 10
     train_subset: int | None = None   # images of the train split to use (smoke tests)
     amp: bool = True                  # bfloat16 autocast for the forward pass (about 2x on a CPU with bf16)
+    cutout: int = 0                   # Cutout square side in pixels (0: off; 16 is the usual CIFAR value)
 
 
 @dataclass
@@ -92,7 +93,7 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
 def train_epochs(model: nn.Module, split: cdata.CIFAR10Split, epochs: int, opt, sched,
                  label_smoothing: float, generator: torch.Generator, device: torch.device,
                  start_epoch: int = 0, batch_size: int = 128, on_epoch_end=None,
-                 desc: str = "train", amp: bool = False) -> list[dict]:
+                 desc: str = "train", amp: bool = False, cutout: int = 0) -> list[dict]:
     """The inner loop shared by training and fine-tuning; returns one record per epoch."""
     history = []
     steps = len(split) // batch_size
@@ -100,7 +101,7 @@ def train_epochs(model: nn.Module, split: cdata.CIFAR10Split, epochs: int, opt, 
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
         bar = tqdm(cdata.batches(split, batch_size, shuffle=True, train_augment=True,
-                                 generator=generator, drop_last=True),
+                                 generator=generator, drop_last=True, cutout_size=cutout),
                    total=steps, desc=f"{desc} {epoch + 1}/{epochs}", leave=False)
         for x, y in bar:
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -112,10 +113,11 @@ def train_epochs(model: nn.Module, split: cdata.CIFAR10Split, epochs: int, opt, 
             opt.step()
             if sched is not None:
                 sched.step()
-            total += loss.item() * len(y)
+            total += loss.detach().float() * len(y)      # stays on the device: no sync per step
             n += len(y)
-            bar.set_postfix(loss=f"{total / n:.3f}")
-        record = {"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": time.perf_counter() - t0}
+            if n % (50 * batch_size) == 0:
+                bar.set_postfix(loss=f"{float(total) / n:.3f}")
+        record = {"epoch": epoch + 1, "loss": float(total) / max(n, 1), "seconds": time.perf_counter() - t0}
         history.append(record)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
@@ -135,6 +137,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
     split = cdata.load_split("train", data_dir)
     if cfg.train_subset:
         split = split.subset(cfg.train_subset, seed=cfg.seed)
+    split = split.to(device)          # on a GPU the whole split lives there: no per-batch copies
     model = get_model(cfg.arch, num_classes=cfg.num_classes).to(device).to(memory_format=torch.channels_last)
     steps = len(split) // cfg.batch_size
     opt, sched = _make_optimizer(model, cfg, steps)
@@ -166,7 +169,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
 
     train_epochs(model, split, cfg.epochs, opt, sched, cfg.label_smoothing, gen, device,
                  start_epoch=start, batch_size=cfg.batch_size, on_epoch_end=checkpoint_resume,
-                 desc=cfg.arch, amp=cfg.amp)
+                 desc=cfg.arch, amp=cfg.amp, cutout=cfg.cutout)
     wall = elapsed + time.perf_counter() - t_start
     test = cdata.load_split("test", data_dir)
     acc = evaluate(model, test, device=device)
@@ -219,9 +222,10 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--no-amp", action="store_true", help="train in float32 (no bfloat16 autocast)")
+    p.add_argument("--cutout", type=int, default=0, help="Cutout square size (0: off)")
     a = p.parse_args(argv)
     cfg = TrainConfig(arch=a.arch, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                      train_subset=a.train_subset, amp=not a.no_amp)
+                      train_subset=a.train_subset, amp=not a.no_amp, cutout=a.cutout)
     r = train(cfg, a.out, a.device, a.data_dir)
     print(f"{cfg.arch}: test accuracy {r.test_accuracy:.2f}% after {r.epochs} epochs "
           f"({r.wall_time_s / 60:.1f} min) -> {r.checkpoint}")
