@@ -17,6 +17,9 @@ CIFAR_SOURCE ?=
 PYTEST_ARGS ?=
 PIP_INSTALL := $(PY) -m pip install --quiet --progress-bar off --disable-pip-version-check
 
+# Passive OpenMP waiting: spinning threads collapse when the CPU is shared (see pruning_lib/__init__.py).
+export OMP_WAIT_POLICY ?= PASSIVE
+
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 BENCHMARKS := $(sort $(wildcard benchmarks/*.py))
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import random
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch: no spin-wait collapse on a shared CPU
+
 import numpy as np
 import pytest
 import torch

@@ -1,0 +1,133 @@
+"""Measurement of models as they really are: parameters, FLOPs and wall-clock latency.
+
+Speedups in this course are measured, never inferred from FLOPs: :func:`compare_latency` times
+several models interleaved in one run (so a busy machine slows them alike) and :func:`speedups`
+divides the baseline's median latency by each model's. The protocol follows DFPC's (Narshana et
+al., 2023): forward pass only, random inputs, batch 64 on a CPU, warm-up passes first, device
+synchronised before the clock is read on a GPU; we report the median and quartiles rather than the
+mean, which is robust to the odd slow pass on a shared machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (every element of every parameter tensor)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _example(model: nn.Module, input_shape: tuple, device=None) -> torch.Tensor:
+    p = next(model.parameters(), None)
+    device = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    return torch.randn(input_shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, input_shape: tuple = (1, 3, 32, 32)) -> int:
+    """FLOPs of one forward pass at ``input_shape`` (per image when the batch is 1), counted by
+    ``torch.utils.flop_counter`` (a multiply-add counts as 2 FLOPs; convs and matmuls only)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(_example(model, input_shape))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Forward-pass wall time of one model: median and quartiles over ``repeats`` timed passes."""
+    median_ms: float
+    q1_ms: float
+    q3_ms: float
+    batch_size: int
+    threads: int
+    device: str
+    repeats: int
+
+    def __str__(self) -> str:
+        return (f"{self.median_ms:.2f} ms (IQR {self.q1_ms:.2f}-{self.q3_ms:.2f}) for a batch of "
+                f"{self.batch_size} on {self.device}, {self.threads} threads, {self.repeats} passes")
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _result(times: list[float], batch: int, threads: int, device: torch.device) -> LatencyResult:
+    ms = sorted(t * 1000 for t in times)
+    q = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
+    return LatencyResult(round(statistics.median(ms), 4), round(q[0], 4), round(q[2], 4), batch, threads,
+                         str(device), len(ms))
+
+
+def compare_latency(models: dict[str, nn.Module], input_shape: tuple = (64, 3, 32, 32), warmup: int = 3,
+                    repeats: int = 10, threads: int | None = None, device: str | torch.device = "cpu"
+                    ) -> dict[str, LatencyResult]:
+    """Time several models in one run, interleaved pass by pass, so that they share the machine's
+    state (load, clock, caches) and their ratios are fair. Each model runs in eval mode on
+    ``device`` (moved there) and is put back in its previous train/eval mode afterwards."""
+    device = torch.device(device)
+    if not models:
+        raise ValueError("compare_latency needs at least one model")
+    modes = {k: m.training for k, m in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    with _threads(threads) as n_threads, torch.inference_mode():
+        x = _example(next(iter(models.values())), input_shape, device)
+        for m in models.values():
+            m.to(device).eval()
+        for _ in range(warmup):
+            for m in models.values():
+                m(x)
+        _sync(device)
+        for _ in range(repeats):
+            for k, m in models.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                m(x)
+                _sync(device)
+                times[k].append(time.perf_counter() - t0)
+    for k, m in models.items():
+        m.train(modes[k])
+    return {k: _result(t, input_shape[0], n_threads, device) for k, t in times.items()}
+
+
+def measure_latency(model: nn.Module, input_shape: tuple = (64, 3, 32, 32), warmup: int = 3,
+                    repeats: int = 10, threads: int | None = None, device: str | torch.device = "cpu"
+                    ) -> LatencyResult:
+    """Forward-pass latency of one model (see :func:`compare_latency` for the protocol)."""
+    return compare_latency({"model": model}, input_shape, warmup, repeats, threads, device)["model"]
+
+
+def speedups(results: dict[str, LatencyResult], baseline: str) -> dict[str, float]:
+    """Measured speedup of every model over ``baseline``: median latency ratio, same run."""
+    if baseline not in results:
+        raise KeyError(f"baseline {baseline!r} is not among the measured models {list(results)}")
+    base = results[baseline].median_ms
+    return {k: base / r.median_ms for k, r in results.items()}
+
+
+__all__ = ["count_parameters", "count_flops", "LatencyResult", "measure_latency", "compare_latency", "speedups"]
