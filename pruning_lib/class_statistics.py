@@ -1,0 +1,208 @@
+"""Per-filter class-conditional statistics of intermediate outputs (TVSPrune, Murti et al., ICLR 2023).
+
+TVSPrune models the output of filter j given class c as a Gaussian N(mu_{j,c}, var_{j,c}) and scores the
+filter by the worst-separated pair of classes (``shared/papers/tvsprune.md``). This module estimates
+those means and variances from a labelled split (the ``dist`` split: labelled samples from the data
+distribution, never the training set or the loss) and turns them into filter scores.
+
+How the statistics are taken (and the released code's faults avoided):
+- from each named module's OUTPUT (default: every ``BatchNorm2d``, i.e. the BN that follows each conv,
+  "the BN output" of the paper's code), all modules in ONE forward pass per batch, by forward hooks;
+- in eval mode (running BN statistics, as the model is deployed), each submodule's mode restored after;
+- each hook reduces the output to its summary at once and keeps a copy, never a view, so a later
+  in-place op (``ReLU(inplace=True)``) cannot overwrite what was captured; hooks are always removed.
+
+Summary of a filter's output map (N, C, H, W) -> samples per channel:
+- ``"spatial_mean"`` (default): one number per image and channel, the mean over the H x W positions
+  (the usual cheap summary; a 1-D Gaussian per class and filter; n = images of the class).
+- ``"spatial_flatten"``: every spatial position of every image is a sample of the filter's 1-D output
+  distribution (closer to the released code, which flattened maps; n = images x H x W; the samples
+  within one image are correlated, so these variances mix within- and between-image spread).
+Means and (unbiased) variances are accumulated in float64 by Chan's parallel update, batch by batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from . import data as cdata
+from .tv_distance import pairwise_min, resolve_score
+
+SUMMARIES = ("spatial_mean", "spatial_flatten")
+
+
+class ChannelMoments(NamedTuple):
+    """Class-conditional moments of one module's output channels: ``means``/``vars`` (K classes, C
+    channels), float64, and ``counts`` (K,) samples per class. Unpacks as ``means, vars, counts``."""
+    means: torch.Tensor
+    vars: torch.Tensor
+    counts: torch.Tensor
+
+
+@dataclass
+class ClassStatistics:
+    """Per-module class-conditional channel moments, from one pass over a labelled split."""
+    modules: dict[str, ChannelMoments]
+    classes: tuple
+    summary: str
+    split: str
+    images: int                                 # images used (all classes)
+    per_class: dict = field(default_factory=dict)   # class index -> images of that class
+
+    def __getitem__(self, module: str) -> ChannelMoments:
+        if module not in self.modules:
+            raise KeyError(f"no statistics for {module!r}; collected for {list(self.modules)[:6]}"
+                           f"{' ...' if len(self.modules) > 6 else ''}")
+        return self.modules[module]
+
+    def __repr__(self) -> str:
+        return (f"ClassStatistics({len(self.modules)} modules, {len(self.classes)} classes, "
+                f"{self.images} images of {self.split!r}, summary={self.summary!r})")
+
+
+def default_modules(model: nn.Module) -> list[str]:
+    """Names of every ``BatchNorm2d`` in the model (the BN output of each prunable conv)."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+def _summarise(out: torch.Tensor, summary: str, name: str) -> torch.Tensor:
+    """(N, C, ...) output -> (samples, C) float64 COPY (never a view of ``out``)."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"module {name!r} returned {type(out).__name__}, not a tensor; hook a module "
+                        "whose output is a single (N, C, ...) tensor")
+    if out.dim() < 2:
+        raise ValueError(f"module {name!r} outputs shape {tuple(out.shape)}; need (N, C) or (N, C, H, W)")
+    x = out.detach()
+    if x.dim() == 2:
+        return x.to(torch.float64, copy=True)
+    if summary == "spatial_mean":
+        return x.flatten(2).to(torch.float64).mean(2)                       # reduction -> new tensor
+    # spatial_flatten: each position is a sample; (N, C, HW) -> (N*HW, C)
+    return x.flatten(2).transpose(1, 2).reshape(-1, x.shape[1]).to(torch.float64, copy=True)
+
+
+class _Accumulator:
+    """Chan's parallel update of per-class count, mean and sum of squared deviations, shape (K, C)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.n = self.mean = self.m2 = None
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        k, c = self.k, x.shape[1]
+        nb = torch.bincount(y, minlength=k).to(torch.float64)
+        s = torch.zeros(k, c, dtype=torch.float64, device=x.device).index_add_(0, y, x)
+        mb = s / nb.clamp_min(1)[:, None]
+        m2b = torch.zeros_like(s).index_add_(0, y, (x - mb[y]) ** 2)
+        if self.n is None:
+            self.n, self.mean, self.m2 = nb, mb, m2b
+            return
+        n = self.n + nb
+        delta = mb - self.mean
+        w = (nb / n.clamp_min(1))[:, None]
+        self.mean = self.mean + delta * w
+        self.m2 = self.m2 + m2b + delta ** 2 * (self.n * nb / n.clamp_min(1))[:, None]
+        self.n = n
+
+    def moments(self) -> ChannelMoments:
+        var = self.m2 / (self.n - 1).clamp_min(1)[:, None]
+        return ChannelMoments(self.mean.cpu(), var.cpu(), self.n.long().cpu())
+
+
+@torch.no_grad()
+def collect_statistics(model: nn.Module, split: cdata.CIFAR10Split | str = "dist",
+                       modules: Sequence[str] | None = None, per_class: int | None = None,
+                       batch_size: int = 250, summary: str = "spatial_mean", seed: int = 0,
+                       device: torch.device | str | None = None, progress: bool = False) -> ClassStatistics:
+    """Class-conditional mean and variance of every channel of each module's output, on ``split``.
+
+    ``modules``: module names (default: every BatchNorm2d). ``per_class``: use that many images of
+    each class (a seeded, class-balanced subset; default: the whole split, e.g. 200 per class of
+    ``dist``). ``summary``: ``"spatial_mean"`` or ``"spatial_flatten"`` (see the module docstring).
+    The model runs in eval mode, all modules in one forward pass per batch; it is returned unchanged
+    (each submodule's mode restored, hooks removed)."""
+    if summary not in SUMMARIES:
+        raise ValueError(f"unknown summary {summary!r}; choose one of {SUMMARIES}")
+    if isinstance(split, str):
+        split = cdata.load_split(split)
+    k = len(split.classes)
+    if per_class is not None:
+        counts = torch.bincount(split.y, minlength=k)
+        if per_class < 2:
+            raise ValueError(f"per_class={per_class}: a variance needs at least 2 images per class")
+        if per_class > int(counts.min()):
+            raise ValueError(f"per_class={per_class} but split {split.name!r} has only {int(counts.min())} "
+                             f"images of its smallest class; lower per_class or use a larger split")
+        split = split.subset(per_class * k, seed=seed)
+    named = dict(model.named_modules())
+    names = list(modules) if modules is not None else default_modules(model)
+    if not names:
+        raise ValueError("no modules to hook: the model has no BatchNorm2d; pass modules=[...] by name")
+    missing = [n for n in names if n not in named or n == ""]
+    if missing:
+        raise ValueError(f"modules {missing} are not in the model; valid names look like "
+                         f"{[n for n in named if n][:5]} (see model.named_modules())")
+    device = torch.device(device) if device else next(model.parameters()).device
+    acc = {n: _Accumulator(k) for n in names}
+    current: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def fn(_module, _inputs, out):
+            if name in current:
+                raise RuntimeError(f"module {name!r} runs more than once per forward pass (a shared "
+                                   "module); its outputs are ambiguous, hook a module used once")
+            current[name] = _summarise(out, summary, name)
+        return fn
+
+    modes = {m: m.training for m in model.modules()}
+    handles = [named[n].register_forward_hook(hook(n)) for n in names]
+    try:
+        model.eval()
+        it = cdata.batches(split, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+            it = tqdm(it, total=-(-len(split) // batch_size), desc="class statistics", leave=False)
+        for x, y in it:
+            current.clear()
+            model(x.to(device))
+            y = y.to(device)
+            for n in names:
+                if n not in current:
+                    raise RuntimeError(f"module {n!r} was not called in the forward pass; hook modules "
+                                       "that run on every input")
+                feats = current[n]
+                reps = feats.shape[0] // y.shape[0]          # spatial_flatten: H*W samples per image
+                acc[n].add(feats, y.repeat_interleave(reps) if reps > 1 else y)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    per = {c: int(v) for c, v in enumerate(torch.bincount(split.y, minlength=k))}
+    return ClassStatistics({n: acc[n].moments() for n in names}, tuple(split.classes), summary,
+                           split.name, len(split), per)
+
+
+DISTANCES = ("hellinger_lb", "tv_exact", "mean_gap", "hellinger")
+
+
+def filter_scores(stats: ClassStatistics, distance: str = "hellinger_lb",
+                  modules: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """TVSPrune's filter score per channel of each module: min over all class pairs c < c' of the
+    distance between N(mu_c, var_c) and N(mu_c', var_c') (float64 tensor of length C).
+
+    ``distance``: ``"hellinger_lb"`` (H^2, the lower bound on TV, the paper's usable score),
+    ``"tv_exact"`` (exact 1-D TV), ``"mean_gap"`` (|mu_c - mu_c'|, the released code's score) or
+    ``"hellinger"`` (H). A low score means some pair of classes looks alike to this filter."""
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
+    fn = resolve_score(distance)
+    names = list(modules) if modules is not None else list(stats.modules)
+    return {n: pairwise_min(fn, stats[n].means, stats[n].vars) for n in names}
+
+
+__all__ = ["ChannelMoments", "ClassStatistics", "SUMMARIES", "DISTANCES", "default_modules",
+           "collect_statistics", "filter_scores"]

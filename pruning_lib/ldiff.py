@@ -1,0 +1,264 @@
+"""LDIFF: how much a layer mixes discriminative and non-discriminative filters (TVSPrune, Murti et al., 2023).
+
+The paper introduces LDIFF as "a heuristic to quantify the extent to which a layer possesses a mixture
+of discriminative and non-discriminative filters" and reports that it indicates how well RANDOM pruning
+of that layer goes. Its formula is not recoverable (``shared/papers/tvsprune.md``), so this project
+defines it and tests the claim.
+
+Definition (this project). For a layer with filter scores s_1..s_n >= 0 (TVSPrune's score: min over
+class pairs of the Gaussian distance, :func:`pruning_lib.class_statistics.filter_scores`),
+
+    LDIFF = Gini(s) = sum_i sum_j |s_i - s_j| / (2 n^2 mean(s))       in [0, 1 - 1/n].
+
+Why the Gini coefficient of the scores:
+- "mixture" means unequal: LDIFF = 0 when every filter is equally discriminative (all strong or all
+  weak alike), and it grows as a few strong filters sit among many weak ones (1 - 1/n when one filter
+  holds all the separability);
+- it is scale-free (scores of different layers live on different scales: later layers separate
+  classes better), so it compares layers, like the paper's max-normalisation s_j / max_k s_k, but it
+  uses every score instead of the single noisiest one (the maximum);
+- it is a relative mean absolute difference: robust, no bins or thresholds to choose.
+LDIFF = 0 is returned for a layer whose scores are all zero (no mixture: nothing discriminates).
+
+The experiment (:func:`ldiff_experiment`): for every layer that is alone in its data flow coupling
+(a NON-coupled DFC: the first conv of a residual block; its channels feed only the block's second
+conv), prune a fixed fraction of its channels at random, physically (:func:`pruning_lib.surgery.prune`),
+for several seeds, and measure the accuracy drop on a fixed class-balanced subset of the labelled
+``val`` split (not ``test``). Coupled DFCs (the residual stream shared by several convs) are excluded:
+pruning one of their channels removes it from several layers at once, so "one layer" has no meaning
+there. Then the Spearman rank correlation between LDIFF and the mean drop across layers, with a
+two-sided permutation p-value.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data as cdata
+from .class_statistics import collect_statistics, filter_scores
+from .coupling import ChannelGraph, discover
+from .surgery import prune
+from .train import evaluate
+
+
+# --------------------------------------------------------------------------- the statistic
+
+def ldiff(scores) -> float:
+    """LDIFF of one layer: the Gini coefficient of its (non-negative) filter scores; see the module
+    docstring. 0 = all filters alike, up to 1 - 1/n = one filter holds all the separability."""
+    s = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    if s.numel() == 0:
+        raise ValueError("LDIFF needs at least one filter score; got an empty vector")
+    if torch.isnan(s).any() or (s < 0).any():
+        raise ValueError("filter scores must be non-negative numbers (distances); got "
+                         f"min {s.min().item():.3g}, NaN: {bool(torch.isnan(s).any())}")
+    total = s.sum()
+    if total == 0:
+        return 0.0
+    # sum_i sum_j |s_i - s_j| = 2 sum_k (2k - n - 1) s_(k) over the sorted scores (k = 1..n)
+    n = s.numel()
+    k = torch.arange(1, n + 1, dtype=torch.float64)
+    mad_sum = 2.0 * ((2 * k - n - 1) * s.sort().values).sum()
+    return float(mad_sum / (2.0 * n * total))
+
+
+def normalised_scores(scores) -> torch.Tensor:
+    """Scores divided by the layer's maximum (the released code's within-layer normalisation)."""
+    s = torch.as_tensor(scores, dtype=torch.float64)
+    m = s.max()
+    return s / m if m > 0 else torch.zeros_like(s)
+
+
+# --------------------------------------------------------------------------- rank correlation
+
+def rankdata(x) -> np.ndarray:
+    """Ranks 1..n of a 1-D array, ties given their average rank (as ``scipy.stats.rankdata``)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.zeros(len(counts))
+    np.add.at(sums, inverse, ranks)
+    return (sums / counts)[inverse]
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation: the Pearson correlation of the (average-tie) ranks."""
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    if len(x) != len(y) or len(x) < 3:
+        raise ValueError(f"need two sequences of equal length >= 3; got {len(x)} and {len(y)}")
+    rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
+    den = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
+
+
+def permutation_pvalue(x, y, n_perm: int = 20_000, seed: int = 0) -> float:
+    """Two-sided p-value of Spearman's rho under 'no association', by shuffling y (seeded)."""
+    rho = abs(spearman(x, y))
+    rx = rankdata(x) - (len(x) + 1) / 2
+    ry = rankdata(y) - (len(y) + 1) / 2
+    rng = np.random.default_rng(seed)
+    perms = np.argsort(rng.random((n_perm, len(ry))), axis=1)
+    den = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
+    null = np.abs((ry[perms] * rx[None, :]).sum(1) / den)
+    return float((np.sum(null >= rho - 1e-12) + 1) / (n_perm + 1))
+
+
+# --------------------------------------------------------------------------- the experiment
+
+@dataclass
+class LayerSensitivity:
+    """One layer of the experiment: its LDIFF and the accuracy drops of random pruning."""
+    layer: str                 # the conv whose output channels are pruned
+    bn: str                    # the BN after it, whose output gave the filter scores
+    dfc: int                   # its (non-coupled) DFC index in the graph
+    channels: int
+    pruned: int
+    ldiff: float
+    mean_score: float
+    drops: list[float]         # accuracy drop in points, one per seed
+    mean_drop: float
+    std_drop: float
+    scores: list[float] = field(default_factory=list, repr=False)   # the layer's filter scores
+
+
+@dataclass
+class LdiffResult:
+    """Per-layer rows and the rank correlation between LDIFF and the random-pruning drop."""
+    model: str
+    rows: list[LayerSensitivity]
+    fraction: float
+    seeds: list[int]
+    distance: str
+    stats_split: str
+    stats_per_class: int | None
+    eval_split: str
+    eval_images: int
+    base_accuracy: float
+    spearman: float
+    p_value: float
+    excluded: list[str] = field(default_factory=list)     # coupled DFCs left out, described
+
+    def frame(self):
+        """The rows as a pandas DataFrame (drops per seed in one list column)."""
+        import pandas as pd
+        rows = [{k: v for k, v in asdict(r).items() if k != "scores"} for r in self.rows]
+        return pd.DataFrame(rows).set_index("layer")
+
+    def table(self) -> str:
+        head = f"{'layer':<22} {'ch':>3} {'cut':>3} {'LDIFF':>6} {'drop':>6} {'sd':>5}"
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            lines.append(f"{r.layer:<22} {r.channels:>3} {r.pruned:>3} {r.ldiff:>6.3f} "
+                         f"{r.mean_drop:>6.2f} {r.std_drop:>5.2f}")
+        lines.append(f"Spearman rho(LDIFF, drop) = {self.spearman:+.3f} (permutation p = {self.p_value:.3f}, "
+                     f"{len(self.rows)} layers)")
+        return "\n".join(lines)
+
+    def plot(self, ax=None, annotate: bool = True):
+        """Scatter of mean drop (with seed sd) against LDIFF, one point per layer."""
+        import matplotlib.pyplot as plt
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 3.6))
+        x = [r.ldiff for r in self.rows]
+        y = [r.mean_drop for r in self.rows]
+        stage = [r.layer.split(".")[1] if r.layer.startswith("layers.") else "0" for r in self.rows]
+        colours = {s: f"C{i}" for i, s in enumerate(sorted(set(stage)))}
+        ax.errorbar(x, y, yerr=[r.std_drop for r in self.rows], fmt="none", ecolor="0.7", zorder=1)
+        for s in sorted(set(stage)):
+            idx = [i for i, t in enumerate(stage) if t == s]
+            ax.scatter([x[i] for i in idx], [y[i] for i in idx], color=colours[s], zorder=2,
+                       label=f"stage {s}")
+        if annotate and len(self.rows) <= 12:
+            for r in self.rows:
+                ax.annotate(r.layer.replace("layers.", "").replace(".conv1", ""), (r.ldiff, r.mean_drop),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("LDIFF (Gini of filter scores)")
+        ax.set_ylabel(f"accuracy drop, {self.fraction:.0%} random (points)")
+        ax.set_title(f"{self.model}: Spearman {self.spearman:+.2f} (p={self.p_value:.2f})")
+        ax.legend(fontsize=7)
+        return ax
+
+
+def single_layer_dfcs(graph: ChannelGraph) -> tuple[list, list[str]]:
+    """The prunable DFCs with exactly one feed-in layer (non-coupled), and a description of the
+    coupled ones left out."""
+    single, excluded = [], []
+    for d in graph.dfcs:
+        if d.coupled or len(d.feed_in) != 1:
+            excluded.append(f"DFC#{d.index} ({d.channels} ch, {len(d.feed_in)} producers: coupled stream)")
+        else:
+            single.append(d)
+    return single, excluded
+
+
+@torch.no_grad()
+def ldiff_experiment(model: nn.Module, model_name: str = "model", fraction: float = 0.5,
+                     seeds: Sequence[int] = (0, 1, 2), distance: str = "hellinger_lb",
+                     stats_split: cdata.CIFAR10Split | str = "dist", stats_per_class: int | None = None,
+                     eval_split: cdata.CIFAR10Split | str = "val", eval_images: int | None = 1000,
+                     input_shape: tuple = (1, 3, 32, 32), layers: Sequence[str] | None = None,
+                     batch_size: int = 500, progress: bool = False) -> LdiffResult:
+    """Test TVSPrune's LDIFF claim on ``model``: LDIFF of each single-layer DFC (filter scores from
+    ``stats_split``) against the accuracy drop of pruning ``fraction`` of that layer's channels at
+    random (each seed a fresh random set; physical surgery; evaluated on ``eval_images`` class-balanced
+    images of ``eval_split``). ``layers`` restricts the experiment to those feed-in convs.
+    The caller's model is not modified."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1); got {fraction}")
+    if not seeds:
+        raise ValueError("give at least one seed")
+    graph = discover(model, input_shape)
+    dfcs, excluded = single_layer_dfcs(graph)
+    if layers is not None:
+        unknown = set(layers) - {d.A[0] for d in dfcs}
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} are not single-layer (non-coupled) DFC producers; "
+                             f"choose from {[d.A[0] for d in dfcs]}")
+        dfcs = [d for d in dfcs if d.A[0] in set(layers)]
+    if len(dfcs) < 3:
+        raise ValueError(f"only {len(dfcs)} single-layer DFCs to compare; a rank correlation needs 3 or more")
+    bns = {}
+    for d in dfcs:
+        a = d.A[0]
+        if a not in d.bn_after:
+            raise ValueError(f"layer {a} has no BatchNorm after it; LDIFF here scores BN outputs")
+        bns[a] = d.bn_after[a]
+    stats = collect_statistics(model, stats_split, modules=list(bns.values()), per_class=stats_per_class)
+    scores = filter_scores(stats, distance)
+    if isinstance(eval_split, str):
+        eval_split = cdata.load_split(eval_split)
+    if eval_images is not None and eval_images < len(eval_split):
+        eval_split = eval_split.subset(eval_images, seed=0)
+    base = evaluate(model, eval_split, batch_size=batch_size)
+    it = dfcs
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(dfcs, desc=f"{model_name} layers", leave=False)
+    rows = []
+    for d in it:
+        a = d.A[0]
+        k = max(1, int(round(fraction * d.channels)))
+        drops = []
+        for seed in seeds:
+            g = torch.Generator().manual_seed(10_007 * int(seed) + d.index)
+            chans = torch.randperm(d.channels, generator=g)[:k].tolist()
+            pruned = prune(model, graph, {d: chans})
+            drops.append(base - evaluate(pruned, eval_split, batch_size=batch_size))
+        s = scores[bns[a]]
+        rows.append(LayerSensitivity(a, bns[a], d.index, d.channels, k, ldiff(s), float(s.mean()), drops,
+                                     float(np.mean(drops)), float(np.std(drops, ddof=1)) if len(drops) > 1 else 0.0,
+                                     s.tolist()))
+    x, y = [r.ldiff for r in rows], [r.mean_drop for r in rows]
+    return LdiffResult(model_name, rows, fraction, list(seeds), distance, stats.split,
+                       stats_per_class, eval_split.name, len(eval_split), base, spearman(x, y),
+                       permutation_pvalue(x, y), excluded)
+
+
+__all__ = ["ldiff", "normalised_scores", "rankdata", "spearman", "permutation_pvalue", "LayerSensitivity",
+           "LdiffResult", "single_layer_dfcs", "ldiff_experiment"]
