@@ -6,11 +6,13 @@ layers B (whose input channel k is read). Between A and B every operation acts c
 (activations, pooling, residual additions, identity shortcuts), so channel k can only be removed
 from all of them at once. A DFC is *coupled* when |A| > 1 or |B| > 1.
 
-How: the model is traced with ``torch.fx`` and its shapes propagated from an example input. Each
+How: the model is traced with ``torch.fx`` and its shapes propagated from an example input (on
+the ``meta`` device: shapes without arithmetic). Each
 feed-in layer creates an atomic channel space; channel-wise operations pass spaces through,
 additions unify them (union-find), concatenations along channels lay them side by side (offsets
 into the reader), flatten scales them by the spatial size (a Linear reads C*H*W features).
-Operations the graph does not understand make the spaces they touch unprunable, with the reason.
+Operations the graph does not understand make the spaces they touch unprunable, with the reason;
+so does any operation whose output channel count disagrees with the layout followed so far.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 FEED_IN, DEPENDENT, FEED_OUT = "feed_in", "dependent", "feed_out"
 
@@ -221,6 +223,11 @@ _CHANNELWISE_FUNCS = {F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mi
                       F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.interpolate,
                       torch.relu, torch.relu_, torch.sigmoid, torch.tanh, F.sigmoid, F.tanh,
                       torch.clone, torch.nn.functional.pad}
+try:    # torchvision's stochastic depth scales whole samples (N, 1, 1, 1): channel-wise
+    from torchvision.ops import stochastic_depth as _stochastic_depth
+    _CHANNELWISE_FUNCS.add(_stochastic_depth)
+except ImportError:  # pragma: no cover - torchvision is a dependency, but discovery does not need it
+    pass
 _CHANNELWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "clone", "contiguous",
                         "detach", "float", "to", "clamp", "clamp_", "clamp_min", "clamp_min_"}
 _ELEMENTWISE = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
@@ -230,6 +237,9 @@ _NON_TENSOR = {builtins.getattr, operator.getitem, builtins.len}
 
 
 def _is_depthwise(m: nn.Conv2d) -> bool:
+    """Channel k in -> channel k out. (A depthwise conv pruned to one channel has groups = 1 and is
+    then read as an ordinary 1 -> 1 conv, a DFC of its own: the two cannot be told apart. Either
+    way that channel stays, since a DFC's last channel is never removed.)"""
     return m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
 
@@ -285,8 +295,10 @@ def discover(model: nn.Module, input_shape: tuple = (1, 3, 32, 32), leaf_modules
                         device=p.device if p is not None else "cpu")
         _propagate_shapes(gm, x)
     except Exception as e:
+        what = str(e) if isinstance(e, _ShapeError) else f"{type(e).__name__}: {e}"
         raise ValueError(f"running {type(model).__name__} on an input of shape {tuple(input_shape)} "
-                         f"failed: {type(e).__name__}: {e}. Pass the input_shape the model expects.") from e
+                         f"failed {what}. Pass the input_shape the model expects (N, C, H, W), "
+                         "e.g. (1, 3, 32, 32) for CIFAR models.") from e
     finally:
         for m, t in modes.items():
             m.training = t
@@ -294,18 +306,83 @@ def discover(model: nn.Module, input_shape: tuple = (1, 3, 32, 32), leaf_modules
 
 
 def _propagate_shapes(gm: torch.fx.GraphModule, x: torch.Tensor) -> None:
-    """Record every node's output shape. Fake tensors first (shapes without arithmetic: about 5x
-    faster on a ResNet-101 at 224x224, and nothing real is touched); real tensors as a fallback
-    for ops that have no fake implementation."""
+    """Record every node's output shape in ``node.meta["tensor_meta"]``.
+
+    First on the ``meta`` device: every parameter, buffer and the input are swapped for
+    storage-less meta tensors, so only shapes are computed (a ResNet-101 at 224x224 in about a
+    tenth of a second, nothing real is touched or copied). Real tensors are the fallback for models
+    whose ops have no meta implementation or that read tensor values (leaf modules with control
+    flow); its error, if any, is the one reported."""
     try:
-        from torch._subclasses.fake_tensor import FakeTensorMode
-        fake = FakeTensorMode(allow_non_fake_inputs=True)
-        ShapeProp(gm, fake_mode=fake).propagate(fake.from_tensor(x))
+        _Shapes(gm, meta=True).run(x.to("meta"))
         return
     except Exception:
-        pass
-    with torch.no_grad():
-        ShapeProp(gm).propagate(x)
+        for n in gm.graph.nodes:
+            n.meta.pop("tensor_meta", None)
+    _Shapes(gm, meta=False).run(x)
+
+
+_SHAPE_PRESERVING = {nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.Identity,
+                     nn.Dropout, nn.SiLU, nn.Hardswish, nn.Sigmoid}
+
+
+def _meta(t):
+    return torch.empty_like(t, device="meta") if isinstance(t, torch.Tensor) else t
+
+
+class _ShapeError(RuntimeError):
+    """Running the traced graph failed at one node (the message names it)."""
+
+
+class _Shapes(torch.fx.Interpreter):
+    """Runs a traced graph without gradients, storing each node's tensor metadata as ShapeProp
+    does. ``meta=True``: on meta tensors (parameters and buffers swapped per call)."""
+
+    def __init__(self, gm: torch.fx.GraphModule, meta: bool):
+        super().__init__(gm)
+        self.meta = meta
+        self.extra_traceback = False
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        try:
+            with torch.no_grad():
+                result = super().run_node(n)
+        except _ShapeError:
+            raise
+        except Exception as e:
+            where = (f"module {n.target!r} ({type(self.fetch_attr(n.target)).__name__})" if n.op == "call_module"
+                     else f"{getattr(n.target, '__name__', n.target)} (graph node {n.name!r})")
+            raise _ShapeError(f"at {where}: {type(e).__name__}: {e}") from e
+        found = False
+
+        def extract(obj):
+            nonlocal found
+            if isinstance(obj, torch.Tensor):
+                found = True
+                return _extract_tensor_metadata(obj)
+            return obj
+
+        meta = torch.fx.node.map_aggregate(result, extract)
+        if found:
+            n.meta["tensor_meta"] = meta
+        return result
+
+    def call_module(self, target, args, kwargs):
+        submod = self.fetch_attr(target)
+        if not self.meta:
+            return submod(*args, **kwargs)
+        x = args[0] if args else None
+        if type(submod) in _SHAPE_PRESERVING and isinstance(x, torch.Tensor) and len(args) == 1 and not kwargs:
+            if isinstance(submod, nn.modules.batchnorm._BatchNorm) and (x.dim() < 2 or x.shape[1] != submod.num_features):
+                raise ValueError(f"{target} expects {submod.num_features} channels, got input {tuple(x.shape)}")
+            return torch.empty_like(x)          # BN, activations: the meta kernels are slow decompositions
+        state = {k: _meta(v) for k, v in submod.named_parameters()}
+        state.update({k: _meta(v) for k, v in submod.named_buffers()})
+        return torch.func.functional_call(submod, state, tuple(args), dict(kwargs))
+
+    def get_attr(self, target, args, kwargs):
+        value = super().get_attr(target, args, kwargs)
+        return _meta(value) if self.meta else value
 
 
 class _Propagation:
@@ -380,16 +457,25 @@ class _Propagation:
                 self.desc[node] = self._fresh(node, "network input channels")
             elif node.op == "get_attr":
                 self.desc[node] = self._fresh(node, f"parameter or buffer {node.target!r} used in the graph")
-            elif node.op == "call_module":
-                self.desc[node] = self._module(node)
-            elif node.op == "call_function":
-                self.desc[node] = self._function(node)
-            elif node.op == "call_method":
-                self.desc[node] = self._method(node)
+            elif node.op in ("call_module", "call_function", "call_method"):
+                handler = {"call_module": self._module, "call_function": self._function,
+                           "call_method": self._method}[node.op]
+                self.desc[node] = self._checked(node, handler(node))
             elif node.op == "output":
                 for a in node.all_input_nodes:
                     self._mark(self.desc.get(a), "network output")
         return self._collect(input_shape)
+
+    def _checked(self, node, d: _Desc | None) -> _Desc | None:
+        """A safety net: the channel layout must cover the output's channel dimension exactly
+        (catches an op wrongly treated as channel-wise, e.g. padding along channels)."""
+        shape = self._shape(node)
+        if d is None or shape is None or len(shape) < 2 or d.channels * d.stride == shape[1]:
+            return d
+        reason = (f"node {node.name!r} changes the channel dimension "
+                  f"({d.channels * d.stride} -> {shape[1]}) in a way the channel graph does not follow")
+        self._mark(d, reason)
+        return self._fresh(node, reason)
 
     def _module(self, node) -> _Desc | None:
         name, m = node.target, self.modules[node.target]
@@ -414,7 +500,11 @@ class _Propagation:
                 return None
             if isinstance(m, nn.Conv2d) and x.stride != 1:
                 return self._unsupported(node, f"convolution {name} on a flattened tensor")
-            self._ref(x, name, DEPENDENT)
+            if name in self.consumed:          # called again: its entries are shared by both inputs
+                self._share(name, x)
+            else:
+                self.consumed[name] = x
+                self._ref(x, name, DEPENDENT)
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 src = node.args[0]
                 if (len(x.segs) == 1 and src.op == "call_module"
@@ -427,16 +517,20 @@ class _Propagation:
             return x
         return self._unsupported(node, f"module {name} ({type(m).__name__})")
 
+    def _share(self, name: str, x: _Desc) -> None:
+        """A module applied a second time reads x with the same weight slices as its first input."""
+        prev = self.consumed[name]
+        if [s.length for s in prev.segs] != [s.length for s in x.segs] or prev.stride != x.stride:
+            self._mark(x, f"{name} is called on differently laid out inputs")
+            self._mark(prev, f"{name} is called on differently laid out inputs")
+        else:
+            for a, b in zip(prev.segs, x.segs):
+                self.sp.union(a.atom, b.atom)
+
     def _producer(self, node, name: str, x: _Desc) -> _Desc | None:
         """A feed-in/feed-out layer (conv, linear): reads x's channels, creates new ones."""
         if name in self.consumed:            # a module called twice: both inputs share its weight slices
-            prev = self.consumed[name]
-            if [s.length for s in prev.segs] != [s.length for s in x.segs] or prev.stride != x.stride:
-                self._mark(x, f"{name} is called on differently laid out inputs")
-                self._mark(prev, f"{name} is called on differently laid out inputs")
-            else:
-                for a, b in zip(prev.segs, x.segs):
-                    self.sp.union(a.atom, b.atom)
+            self._share(name, x)
         else:
             self.consumed[name] = x
             self._ref(x, name, FEED_OUT)
@@ -554,14 +648,19 @@ class _Propagation:
         groups: dict[int, list] = {}
         for atom in range(len(self.sp.parent)):
             groups.setdefault(self.sp.find(atom), [])
+        order: dict[str, int] = {}                      # modules in the order the graph calls them
+        for node in self.gm.graph.nodes:
+            if node.op == "call_module":
+                order.setdefault(node.target, len(order))
+        refs_sorted = lambda rs: sorted(rs, key=lambda r: (order.get(r.module, len(order)), r.offset))
         dfcs = []
         for root in groups:
             refs = self.sp.refs.get(root, [])
             if not refs:
                 continue
-            feed_in = _dedup(r for r, _ in refs if r.role == FEED_IN)
-            dependent = _dedup(r for r, _ in refs if r.role == DEPENDENT)
-            feed_out = _dedup(r for r, _ in refs if r.role == FEED_OUT)
+            feed_in = refs_sorted(_dedup(r for r, _ in refs if r.role == FEED_IN))
+            dependent = refs_sorted(_dedup(r for r, _ in refs if r.role == DEPENDENT))
+            feed_out = refs_sorted(_dedup(r for r, _ in refs if r.role == FEED_OUT))
             reasons = list(self.sp.reasons.get(root, []))
             if not feed_in and not reasons:
                 reasons.append("no layer produces these channels")

@@ -87,3 +87,39 @@ class DataDependent(nn.Module):
 
 
 TOYS = {"catnet": CatNet, "branchnet": BranchNet}
+
+
+class SharedBN(nn.Module):
+    """One BatchNorm applied to two different conv outputs: its entry k serves both, so the two
+    convs' channels are one DFC."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv_b = nn.Conv2d(3, 6, 1)
+        self.bn = nn.BatchNorm2d(6)
+        self.conv_a2 = nn.Conv2d(6, 4, 1)
+        self.conv_b2 = nn.Conv2d(6, 4, 1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        a = self.conv_a2(torch.relu(self.bn(self.conv_a(x))))
+        b = self.conv_b2(torch.relu(self.bn(self.conv_b(x))))
+        y = torch.cat([a, b], 1).mean((2, 3))
+        return self.fc(y)
+
+
+class ChannelPad(nn.Module):
+    """Zero-padding along the channel dimension (option-A shortcut style): the padded channels
+    have no producer, so the stream must stay whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.conv3 = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        y = self.conv2(x) + nn.functional.pad(x, (0, 0, 0, 0, 2, 2))
+        return self.conv3(torch.relu(y))
