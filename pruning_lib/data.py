@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +287,25 @@ def _load_tensors(data_dir: Path | str | None, copy: str | None) -> dict:
     return _MEMO[key]
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Which CIFAR-10 copy is in use and where it came from (see :func:`dataset_info`)."""
+    copy: str                      # "official", "jpeg" or "images"
+    source: str                    # file or folder name it was decoded from
+    cache: Path                    # the decoded tensor file
+    train_images: int
+    test_images: int
+    train_labels: torch.Tensor = field(repr=False, compare=False)   # labels of all 50,000 training images
+
+
+def dataset_info(data_dir: Path | str | None = None, copy: str | None = None) -> DatasetInfo:
+    """Describe the cached CIFAR-10 that :func:`load_split` reads (decoding it first if needed)."""
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    t = _load_tensors(data_dir, copy)
+    return DatasetInfo(copy=t["copy"], source=t.get("source", "?"), cache=_find_cache(data_dir, t["copy"]),
+                       train_images=len(t["train_y"]), test_images=len(t["test_y"]), train_labels=t["train_y"])
+
+
 # --------------------------------------------------------------------------- splits
 
 def balanced_indices(y: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
@@ -361,14 +380,18 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Zero one ``size`` x ``size`` square per image at a random centre (DeVries & Taylor, 2017).
 
+    The square covers rows/columns ``[c - size//2, c - size//2 + size)`` around a centre ``c`` drawn
+    uniformly over the image, clipped at the border (so near an edge it is smaller).
     Applied to normalised images, zero is the data mean. Vectorised over the batch."""
+    if size < 0:
+        raise ValueError(f"cutout size must be >= 0 pixels (0 disables it), got {size}")
     n, _, h, w = x.shape
     dev = x.device
     cy = torch.randint(0, h, (n,), generator=generator).to(dev)[:, None, None]
     cx = torch.randint(0, w, (n,), generator=generator).to(dev)[:, None, None]
-    ys = torch.arange(h, device=dev)[None, :, None]
-    xs = torch.arange(w, device=dev)[None, None, :]
-    inside = ((ys - cy).abs() * 2 < size) & ((xs - cx).abs() * 2 < size)      # (n,h,w)
+    dy = torch.arange(h, device=dev)[None, :, None] - cy + size // 2                  # (n,h,1)
+    dx = torch.arange(w, device=dev)[None, None, :] - cx + size // 2                  # (n,1,w)
+    inside = (dy >= 0) & (dy < size) & (dx >= 0) & (dx < size)                        # (n,h,w)
     return x.masked_fill(inside[:, None], 0.0)
 
 

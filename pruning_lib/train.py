@@ -210,7 +210,33 @@ def hardware(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def main(argv=None) -> None:
+def retrain_command(recipe: dict | TrainConfig, out: str | Path) -> str:
+    """The ``python -m pruning_lib.train`` command that trains ``recipe`` (a checkpoint's
+    ``meta["recipe"]`` or a :class:`TrainConfig`) from scratch into ``out``."""
+    if not isinstance(recipe, TrainConfig):
+        unknown = sorted(set(recipe) - set(TrainConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"recipe has fields {unknown} that TrainConfig does not know; was it written "
+                             "by a newer pruning_lib?")
+    cfg = recipe if isinstance(recipe, TrainConfig) else TrainConfig(**recipe)
+    default = TrainConfig()
+    fixed = [k for k in ("momentum", "weight_decay", "label_smoothing", "num_classes")
+             if getattr(cfg, k) != getattr(default, k)]
+    if fixed:
+        raise ValueError(f"the command line cannot set {fixed}; call pruning_lib.train.train() with a "
+                         "TrainConfig instead")
+    args = [f"--arch {cfg.arch}", f"--epochs {cfg.epochs}", f"--batch-size {cfg.batch_size}",
+            f"--lr {cfg.lr:g}", f"--seed {cfg.seed}"]
+    if cfg.cutout:
+        args.append(f"--cutout {cfg.cutout}")
+    if cfg.train_subset:
+        args.append(f"--train-subset {cfg.train_subset}")
+    if not cfg.amp:
+        args.append("--no-amp")
+    return "python -m pruning_lib.train " + " ".join(args) + f" --out {out}"
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pruning_lib.train", description=__doc__.split("\n")[0])
     p.add_argument("--arch", default="resnet20")
     p.add_argument("--epochs", type=int, default=60)
@@ -223,9 +249,18 @@ def main(argv=None) -> None:
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--no-amp", action="store_true", help="train in float32 (no bfloat16 autocast)")
     p.add_argument("--cutout", type=int, default=0, help="Cutout square size (0: off)")
-    a = p.parse_args(argv)
-    cfg = TrainConfig(arch=a.arch, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                      train_subset=a.train_subset, amp=not a.no_amp, cutout=a.cutout)
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` that the command line ``a`` (parsed by :func:`_parser`) asks for."""
+    return TrainConfig(arch=a.arch, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                       train_subset=a.train_subset, amp=not a.no_amp, cutout=a.cutout)
+
+
+def main(argv=None) -> None:
+    a = _parser().parse_args(argv)
+    cfg = config_from_args(a)
     r = train(cfg, a.out, a.device, a.data_dir)
     print(f"{cfg.arch}: test accuracy {r.test_accuracy:.2f}% after {r.epochs} epochs "
           f"({r.wall_time_s / 60:.1f} min) -> {r.checkpoint}")

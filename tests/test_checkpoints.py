@@ -177,3 +177,36 @@ def test_checkpoint_metadata_is_plain_and_legacy_torchversion_loads(tmp_path):
         torch.load(tmp_path / "legacy.pt", weights_only=True)
     model, meta = load_checkpoint(tmp_path / "legacy.pt")
     assert meta["versions"]["torch"] == torch.__version__
+
+
+# --------------------------------------------------------------------------- the shipped checkpoints
+
+SHIPPED = ("resnet20", "resnet56", "cifar_resnet50")
+
+
+@pytest.mark.parametrize("arch", SHIPPED)
+def test_shipped_checkpoint_metadata_and_training_script_agree(arch):
+    """Each shipped file loads weights-only, names its data copy and test accuracy, stays small, and
+    scripts/train_checkpoints.sh retrains it with the recipe recorded in its metadata."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from pruning_lib.data import default_data_dir
+    from pruning_lib.train import _parser, config_from_args, retrain_command
+    path = default_data_dir() / "checkpoints" / f"{arch}.pt"
+    assert path.stat().st_size < 50_000_000, f"{path} is over 50 MB: store it in half precision"
+    ckpt = read_checkpoint(path)
+    meta = ckpt["meta"]
+    assert ckpt["arch"] == arch and not ckpt["pruned"] and ckpt["half"] == (arch == "cifar_resnet50")
+    assert meta["data_copy"] in ("jpeg", "official") and meta["train_images"] == 46_000
+    assert 80.0 <= meta["test_accuracy"] <= 100.0 and meta["epochs"] == meta["recipe"]["epochs"]
+    script = (Path(__file__).parent.parent / "scripts" / "train_checkpoints.sh").read_text()
+    recipes = dict(re.findall(r'\[(\w+)\]="([^"]+)"', script))
+    assert arch in recipes, f"scripts/train_checkpoints.sh has no recipe for {arch}"
+    argv = shlex.split(f"--arch {arch} {recipes[arch]} --seed 0 --out x.pt")
+    script_cfg = config_from_args(_parser().parse_args(argv))
+    recorded = shlex.split(retrain_command(meta["recipe"], "x.pt"))[3:]
+    assert script_cfg == config_from_args(_parser().parse_args(recorded)), (
+        f"scripts/train_checkpoints.sh trains {arch} with {recipes[arch]!r}, but the shipped file was "
+        f"trained with {' '.join(recorded)}: update the script")

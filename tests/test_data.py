@@ -147,6 +147,17 @@ def test_env_var_sets_default_data_dir(synthetic, tmp_path, monkeypatch, small_s
     assert cdata.default_data_dir() == (cdata.Path(cdata.__file__).parent.parent / "data").resolve()
 
 
+def test_dataset_info_names_copy_source_and_cache(synthetic, tmp_path):
+    import shutil
+    shutil.copy(synthetic["tar"], tmp_path)
+    info = cdata.dataset_info(tmp_path)                    # decodes on first use, like load_split
+    assert info.copy == "images" and info.source == synthetic["tar"].name
+    assert info.cache == tmp_path / "cache" / "cifar10-images.pt" and info.cache.exists()
+    assert (info.train_images, info.test_images) == (10 * TRAIN_PER_CLASS, 10 * TEST_PER_CLASS)
+    assert torch.equal(info.train_labels, synthetic["arrays"]["train_y"])
+    assert "train_labels" not in repr(info)
+
+
 # --------------------------------------------------------------------------- splits
 
 def test_split_indices_disjoint_balanced_deterministic(synthetic):
@@ -252,3 +263,50 @@ def test_augment_crops_and_flips(synthetic):
         shifted += (dy, dx) != (4, 4)
     assert 16 <= flips <= 48            # about half are mirrored
     assert shifted >= 48                # most are moved (9x9 offsets, 1 of 81 is the identity)
+
+
+def _zeroed_box(mask: torch.Tensor):
+    """(rows, cols) spanned by the True pixels of a (h, w) mask, asserting they form one rectangle."""
+    rows = torch.nonzero(mask.any(1)).flatten()
+    cols = torch.nonzero(mask.any(0)).flatten()
+    assert mask.sum() == len(rows) * len(cols)                                 # a filled rectangle
+    assert len(rows) == 0 or (rows[-1] - rows[0] + 1 == len(rows) and cols[-1] - cols[0] + 1 == len(cols))
+    return rows, cols
+
+
+def test_cutout_zeroes_one_clipped_square_per_image():
+    x = torch.rand(256, 3, 32, 32) + 1.0                      # no zeros before Cutout
+    before = x.clone()
+    out = cdata.cutout(x, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(x, before) and out.shape == x.shape and out.dtype == x.dtype   # input untouched
+    assert torch.equal(out, cdata.cutout(x, 16, torch.Generator().manual_seed(0)))    # seeded
+    zero = out == 0
+    assert torch.equal(zero, zero[:, :1].expand_as(zero))      # the same square in every channel
+    assert torch.equal(out[~zero], x[~zero])                   # everything else unchanged
+    full, corners = 0, set()
+    for i in range(len(x)):
+        rows, cols = _zeroed_box(zero[i, 0])
+        assert 1 <= len(rows) <= 16 and 1 <= len(cols) <= 16
+        # a square smaller than 16 is clipped by the border, so it touches it
+        assert len(rows) == 16 or rows[0] == 0 or rows[-1] == 31
+        assert len(cols) == 16 or cols[0] == 0 or cols[-1] == 31
+        full += len(rows) == 16 and len(cols) == 16
+        corners.add((int(rows[0]), int(cols[0])))
+    assert 30 <= full <= 110          # centre in [8, 24] on both axes: (17/32)^2 = 28 % of 256 ~ 72
+    assert len(corners) > 100         # positions are random, not one fixed square
+    assert torch.equal(cdata.cutout(x, 0), x)                  # size 0 disables it
+    with pytest.raises(ValueError, match="cutout size"):
+        cdata.cutout(x, -1)
+
+
+def test_batches_apply_cutout_only_when_training(synthetic):
+    a = synthetic["arrays"]
+    split = cdata.CIFAR10Split("test", a["test_x"], a["test_y"], "images")
+    n_zero = lambda x: int((x == 0).all(1).sum())              # pixels zero in all three channels
+    plain = [x for x, _ in cdata.batches(split, 50, cutout_size=16)]            # evaluation: none
+    assert torch.equal(torch.cat(plain), cdata.normalize(a["test_x"]))
+    g = torch.Generator().manual_seed(0)
+    aug = [x for x, _ in cdata.batches(split, 50, train_augment=True, generator=g)]
+    g = torch.Generator().manual_seed(0)
+    cut = [x for x, _ in cdata.batches(split, 50, train_augment=True, generator=g, cutout_size=16)]
+    assert sum(n_zero(x) for x in cut) >= sum(n_zero(x) for x in aug) + 100 * 8 * 8   # each image loses >= 8x8

@@ -116,3 +116,24 @@ def test_fine_tune_leaves_the_input_alone(data_dir):
     same = ptrain.fine_tune(model, epochs=1, lr=0.05, batch_size=64, split=split, device="cpu",
                             amp=False, inplace=True)
     assert same is model and not torch.equal(model.state_dict()["conv1.weight"], before["conv1.weight"])
+
+
+def test_retrain_command_round_trips_through_the_cli():
+    import shlex
+    from dataclasses import asdict
+    for cfg in (ptrain.TrainConfig(),
+                ptrain.TrainConfig(arch="resnet56", epochs=68, batch_size=256, lr=0.3, cutout=16),
+                ptrain.TrainConfig(arch="cifar_resnet50", lr=0.05, seed=3, train_subset=640, amp=False)):
+        for recipe in (cfg, asdict(cfg)):                     # a TrainConfig or a checkpoint's meta["recipe"]
+            cmd = ptrain.retrain_command(recipe, "data/checkpoints/x.pt")
+            argv = shlex.split(cmd)
+            assert argv[:3] == ["python", "-m", "pruning_lib.train"]
+            a = ptrain._parser().parse_args(argv[3:])
+            assert ptrain.config_from_args(a) == cfg and a.out == "data/checkpoints/x.pt"
+    old = asdict(ptrain.TrainConfig(arch="resnet20", epochs=80))
+    del old["cutout"]                                          # recipes written before Cutout existed
+    assert "--cutout" not in ptrain.retrain_command(old, "r20.pt")
+    with pytest.raises(ValueError, match="momentum"):
+        ptrain.retrain_command(ptrain.TrainConfig(momentum=0.8), "x.pt")
+    with pytest.raises(ValueError, match="mixup"):
+        ptrain.retrain_command({**old, "mixup": 0.2}, "x.pt")
