@@ -46,7 +46,7 @@ def evaluate(model: nn.Module, split: cdata.CIFAR10Split | str, batch_size: int 
         it = tqdm(it, total=math.ceil(len(split) / batch_size), desc=f"eval {split.name}", leave=False)
     for x, y in it:
         logits = model(x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
-        correct += (logits.argmax(1).cpu() == y).sum().item()
+        correct += (logits.argmax(1) == y.to(logits.device)).sum().item()
     model.train(was_training)
     return 100.0 * correct / len(split)
 

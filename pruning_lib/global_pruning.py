@@ -1,0 +1,215 @@
+"""Global pruning by static channel scores, with physical surgery at every step (DFPC's procedure).
+
+Narshana et al. (ICLR 2023) score every channel of every DFC once, then repeatedly remove the
+globally lowest-scoring channels, a small fraction per round, never the last channel of a DFC,
+rebuilding the layers smaller, until a budget is met. Here a step removes ``step_fraction`` of the
+channels eligible at the start (a constant step), and the run stops at a target on parameters,
+FLOPs, measured latency speedup, or accuracy drop on a split. The ablation of the paper is the
+``coupled`` switch: ``False`` prunes only non-coupled DFCs (|A| = |B| = 1).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .coupling import DFC, ChannelGraph, discover
+from .criteria import ChannelScores, get_criterion
+from .measure import compare_latency, count_flops, count_parameters, speedups
+from .report import PruningReport, PruningStep
+from .surgery import prune
+
+
+@dataclass
+class PruningTarget:
+    """When to stop. ``parameters``/``flops``: fraction of the unpruned count to reach (e.g. 0.5);
+    ``speedup``: measured latency speedup to reach; ``accuracy_drop``: the most accuracy (points)
+    that may be lost (the run stops at the first step beyond it and keeps the one before);
+    ``channels``: fraction of the eligible channels to remove at most. None: no such limit."""
+    parameters: float | None = None
+    flops: float | None = None
+    speedup: float | None = None
+    accuracy_drop: float | None = None
+    channels: float | None = None
+
+    def __post_init__(self):
+        for name in ("parameters", "flops", "channels"):
+            v = getattr(self, name)
+            if v is not None and not 0 < v <= 1:
+                raise ValueError(f"PruningTarget.{name}={v}: give a fraction in (0, 1], e.g. 0.5")
+        if self.speedup is not None and self.speedup < 1:
+            raise ValueError(f"PruningTarget.speedup={self.speedup}: a speedup target is at least 1")
+        if self.accuracy_drop is not None and self.accuracy_drop < 0:
+            raise ValueError(f"PruningTarget.accuracy_drop={self.accuracy_drop}: give points of accuracy >= 0")
+
+
+@dataclass
+class GlobalPruningResult:
+    """A run: its per-step report, the accepted model (last step within the target), the graph
+    and scores of the unpruned model, and the removal order (so any step can be rebuilt)."""
+    report: PruningReport
+    model: nn.Module
+    graph: ChannelGraph
+    scores: ChannelScores
+    order: list[tuple[DFC, int]]
+    accepted_step: int
+    stop_reason: str
+    original: nn.Module = field(repr=False)
+    prefix: list[int] = field(default_factory=list, repr=False)   # order entries taken at each step
+    align: int = 1
+
+    def removals(self, step: int | None = None) -> dict[DFC, list[int]]:
+        """The channels (indices of the unpruned model) removed up to ``step`` (default: accepted)."""
+        step = self.accepted_step if step is None else step
+        return step_plan(self.order, self.prefix[step], self.align)
+
+    def model_at(self, step: int) -> nn.Module:
+        """The physically pruned model of a step, rebuilt from the unpruned one."""
+        return prune(self.original, self.graph, self.removals(step))
+
+
+def removal_order(scores: ChannelScores, dfcs: list[DFC]) -> list[tuple[DFC, int]]:
+    """Global ascending order of the channels of ``dfcs``, leaving each DFC's best channel out
+    (scores are static, so skipping the last channel of a DFC is the same as never listing it)."""
+    entries = []
+    for dfc in dfcs:
+        s = scores[dfc]
+        keep = int(torch.argmax(s))
+        entries += [(float(s[k]), dfc.index, k, dfc) for k in range(dfc.channels) if k != keep]
+    entries.sort(key=lambda e: e[:3])
+    return [(e[3], e[2]) for e in entries]
+
+
+def step_plan(order: list[tuple[DFC, int]], n: int, align: int = 1) -> dict[DFC, list[int]]:
+    """The first ``n`` channels of ``order``, per DFC. With ``align`` > 1 each DFC gives back its
+    highest-ranked removals until the channels it keeps are a multiple of ``align`` (CPU kernels
+    can be much slower on odd channel counts); a DFC of at most ``align`` channels is left as is."""
+    plan: dict[DFC, list[int]] = {}
+    for dfc, k in order[:n]:
+        plan.setdefault(dfc, []).append(k)
+    if align > 1:
+        for dfc, ks in list(plan.items()):
+            if dfc.channels <= align:
+                continue
+            kept = dfc.channels - len(ks)
+            kept = -(-kept // align) * align
+            del ks[dfc.channels - kept:]
+            if not ks:
+                del plan[dfc]
+    return plan
+
+
+def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores] | ChannelScores = "dfpc",
+                 target: PruningTarget | None = None, *, step_fraction: float = 0.01, coupled: bool = True,
+                 input_shape: tuple = (1, 3, 32, 32), graph: ChannelGraph | None = None,
+                 eval_split=None, latency: bool = False, latency_shape: tuple = (64, 3, 32, 32),
+                 latency_repeats: int = 10, latency_threads: int | None = None, max_steps: int | None = None,
+                 align: int = 1, progress: bool = True, name: str | None = None) -> GlobalPruningResult:
+    """Prune ``model`` globally by static scores until ``target`` (or until nothing is left).
+
+    ``criterion``: ``"dfpc"``, ``"l1"``, ``"random"``, a function (model, graph) -> ChannelScores,
+    or ready scores. ``eval_split``: split name or :class:`~pruning_lib.data.CIFAR10Split` for the
+    accuracy of every step (``"val"`` is used when an accuracy target is set and none is given).
+    ``latency``: measure every step against the unpruned model in the same run (on by itself for
+    a speedup target). ``align``: keep channel counts multiples of this (see :func:`step_plan`).
+    The caller's model is never modified.
+    """
+    target = target or PruningTarget()
+    if not 0 < step_fraction <= 1:
+        raise ValueError(f"step_fraction={step_fraction}: give a fraction of the prunable channels in (0, 1]")
+    if target.accuracy_drop is not None and eval_split is None:
+        eval_split = "val"
+    latency = latency or target.speedup is not None
+    from .train import evaluate                          # heavy import only when used
+    if isinstance(eval_split, str):
+        from .data import load_split
+        eval_split = load_split(eval_split)
+
+    base = copy.deepcopy(model).eval()
+    if isinstance(criterion, ChannelScores):
+        scores = criterion
+        graph = scores.graph
+    else:
+        graph = graph if graph is not None else discover(base, input_shape)
+        fn = get_criterion(criterion) if isinstance(criterion, str) else criterion
+        scores = fn(base, graph)
+    eligible = [d for d in graph.dfcs if coupled or not d.coupled]
+    if not eligible:
+        raise ValueError("no DFC is eligible: the model has no non-coupled DFC; prune with coupled=True")
+    order = removal_order(scores, eligible)
+    n_eligible = sum(d.channels for d in eligible)
+    per_step = max(1, round(step_fraction * n_eligible))
+    limit = len(order)
+    if target.channels is not None:
+        limit = min(limit, int(target.channels * n_eligible))
+    total_steps = -(-limit // per_step)
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+
+    report = PruningReport(scores.method + ("" if coupled else " (no coupled)"), name or type(model).__name__,
+                           getattr(eval_split, "name", ""),
+                           info={"criterion": scores.method, "coupled": coupled, "step_fraction": step_fraction,
+                                 "channels_per_step": per_step, "eligible_channels": n_eligible,
+                                 "eligible_dfcs": len(eligible), "input_shape": list(input_shape), "align": align})
+
+    def measure(step: int, m: nn.Module, removed: int) -> PruningStep:
+        rec = PruningStep(step, removed, count_parameters(m), count_flops(m, input_shape))
+        if eval_split is not None:
+            rec.accuracy = round(evaluate(m, eval_split), 4)
+        if latency:
+            models = {"unpruned": base} if step == 0 else {"unpruned": base, "pruned": m}
+            res = compare_latency(models, latency_shape, repeats=latency_repeats, threads=latency_threads)
+            key = "unpruned" if step == 0 else "pruned"
+            rec.latency_ms = res[key].median_ms
+            rec.speedup = round(speedups(res, "unpruned")[key], 4)
+        return rec
+
+    first = measure(0, base, 0)
+    report.add(first)
+    prefix = [0]
+    current, accepted, accepted_step = base, base, 0
+    reason = "every eligible channel but one per DFC removed"
+    removed = 0
+    bar = tqdm(range(1, total_steps + 1), desc=f"pruning ({report.method})", disable=not progress)
+    for step in bar:
+        removed = min(step * per_step, limit)
+        plan = step_plan(order, removed, align)
+        current = prune(base, graph, plan)
+        rec = measure(step, current, sum(len(v) for v in plan.values()))
+        prefix.append(removed)
+        report.add(rec)
+        bar.set_postfix(params=f"{rec.parameters / first.parameters:.2f}",
+                        **({"acc": f"{rec.accuracy:.1f}"} if rec.accuracy is not None else {}))
+        if target.accuracy_drop is not None and first.accuracy - rec.accuracy > target.accuracy_drop:
+            rec.note = "beyond the accuracy-drop target"
+            reason = f"accuracy drop above {target.accuracy_drop} points"
+            break
+        accepted, accepted_step = current, step
+        hit = []
+        if target.parameters is not None and rec.parameters <= target.parameters * first.parameters:
+            hit.append(f"parameters at most {target.parameters:.0%} of the unpruned")
+        if target.flops is not None and rec.flops <= target.flops * first.flops:
+            hit.append(f"FLOPs at most {target.flops:.0%} of the unpruned")
+        if target.speedup is not None and rec.speedup >= target.speedup:
+            hit.append(f"measured speedup at least {target.speedup}x")
+        if hit:
+            reason = "; ".join(hit)
+            rec.note = "target reached"
+            break
+        if removed >= limit:
+            if target.channels is not None and limit < len(order):
+                reason = f"{target.channels:.0%} of the eligible channels removed"
+            break
+    else:
+        if max_steps is not None and total_steps == max_steps and removed < limit:
+            reason = f"max_steps={max_steps} reached"
+    bar.close()
+    report.info.update(accepted_step=accepted_step, stop_reason=reason)
+    return GlobalPruningResult(report, accepted, graph, scores, order, accepted_step, reason, base, prefix, align)
+
+
+__all__ = ["PruningTarget", "GlobalPruningResult", "removal_order", "step_plan", "global_prune"]
