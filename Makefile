@@ -70,8 +70,9 @@ data: install
 	fi
 
 # JUPYTER_PREFER_ENV_PATH: the venv's python3 kernel, not a same-named one in the user's folder.
+# Jupyter refuses to run as root (containers often do) unless told: --allow-root only in that case.
 lab: setup
-	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks/
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: setup
 ifeq ($(NOTEBOOKS),)
