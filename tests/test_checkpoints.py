@@ -181,7 +181,8 @@ def test_checkpoint_metadata_is_plain_and_legacy_torchversion_loads(tmp_path):
 
 # --------------------------------------------------------------------------- the shipped checkpoints
 
-SHIPPED = ("resnet20", "resnet56", "cifar_resnet50")
+SHIPPED = ("resnet20", "resnet56", "cifar_resnet18", "cifar_resnet50")
+HALF = ("cifar_resnet18", "cifar_resnet50")                  # over 5 M parameters: stored in float16
 
 
 @pytest.mark.parametrize("arch", SHIPPED)
@@ -198,7 +199,7 @@ def test_shipped_checkpoint_metadata_and_training_script_agree(arch):
     assert path.stat().st_size < 50_000_000, f"{path} is over 50 MB: store it in half precision"
     ckpt = read_checkpoint(path)
     meta = ckpt["meta"]
-    assert ckpt["arch"] == arch and not ckpt["pruned"] and ckpt["half"] == (arch == "cifar_resnet50")
+    assert ckpt["arch"] == arch and not ckpt["pruned"] and ckpt["half"] == (arch in HALF)
     assert meta["data_copy"] in ("jpeg", "official") and meta["train_images"] == 46_000
     assert 80.0 <= meta["test_accuracy"] <= 100.0 and meta["epochs"] == meta["recipe"]["epochs"]
     script = (Path(__file__).parent.parent / "scripts" / "train_checkpoints.sh").read_text()
