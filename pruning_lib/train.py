@@ -51,6 +51,22 @@ def evaluate(model: nn.Module, split: cdata.CIFAR10Split | str, batch_size: int 
     return 100.0 * correct / len(split)
 
 
+HALF_ABOVE_PARAMS = 5_000_000
+"""Networks with more parameters than this are stored in float16: the final checkpoint and the resume
+file (weights and momentum), so an over-parameterised run's resume file stays small enough to commit."""
+
+
+def _halved(obj):
+    """``obj`` (nested dicts/lists of tensors) with every floating tensor cast to float16."""
+    if isinstance(obj, torch.Tensor):
+        return obj.half() if obj.is_floating_point() else obj
+    if isinstance(obj, dict):
+        return {k: _halved(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_halved(v) for v in obj)
+    return obj
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of the course's CIFAR recipe."""
@@ -141,6 +157,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
     model = get_model(cfg.arch, num_classes=cfg.num_classes).to(device).to(memory_format=torch.channels_last)
     steps = len(split) // cfg.batch_size
     opt, sched = _make_optimizer(model, cfg, steps)
+    half = sum(p.numel() for p in model.parameters()) > HALF_ABOVE_PARAMS
     gen = torch.Generator().manual_seed(cfg.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     resume_path = out.with_name(out.name + ".resume.pt")
@@ -150,8 +167,8 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
         if r["config"] != asdict(cfg):
             raise ValueError(f"{resume_path} was written with another configuration {r['config']}; "
                              "delete it or train with the same settings")
-        model.load_state_dict(r["model"])
-        opt.load_state_dict(r["optimizer"])
+        model.load_state_dict(r["model"])          # float16 files are cast back to float32 here
+        opt.load_state_dict(r["optimizer"])        # and here (state follows the parameters' dtype)
         sched.load_state_dict(r["scheduler"])
         gen.set_state(r["generator"])
         start, history, elapsed = r["epoch"], r["history"], r["wall_time_s"]
@@ -161,7 +178,10 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
     def checkpoint_resume(epoch, record):
         history.append(record)
         tmp = resume_path.with_name(resume_path.name + ".tmp")
-        torch.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+        weights, optimizer = model.state_dict(), opt.state_dict()
+        if half:
+            weights, optimizer = _halved(weights), _halved(optimizer)
+        torch.save({"config": asdict(cfg), "model": weights, "optimizer": optimizer,
                     "scheduler": sched.state_dict(), "generator": gen.get_state(), "epoch": epoch,
                     "history": history, "wall_time_s": elapsed + time.perf_counter() - t_start}, tmp)
         tmp.replace(resume_path)
@@ -177,7 +197,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
             "recipe": asdict(cfg), "wall_time_s": round(wall, 1), "hardware": hardware(device),
             "seed": cfg.seed, "train_images": len(split), "history": history}
     save_checkpoint(out, model.cpu().to(memory_format=torch.contiguous_format), cfg.arch, meta,
-                    half=sum(p.numel() for p in model.parameters()) > 5_000_000)
+                    half=half)
     resume_path.unlink(missing_ok=True)
     return TrainResult(out, acc, cfg.epochs, wall, history)
 

@@ -50,10 +50,8 @@ class Interrupted(Exception):
     pass
 
 
-def test_resume_continues_where_it_stopped(data_dir, tmp_path, monkeypatch):
-    cfg = _cfg(epochs=2, train_subset=320)
-    reference = ptrain.train(cfg, tmp_path / "straight.pt", device="cpu", data_dir=data_dir)
-
+def _interrupt_after_first_epoch(cfg, out, data_dir, monkeypatch):
+    """Start training ``cfg`` into ``out`` and stop it right after epoch 1's resume file is written."""
     real = ptrain.train_epochs
 
     def stop_after_first_epoch(*args, on_epoch_end=None, **kw):
@@ -62,12 +60,19 @@ def test_resume_continues_where_it_stopped(data_dir, tmp_path, monkeypatch):
             raise Interrupted
         return real(*args, on_epoch_end=cb, **kw)
 
-    out = tmp_path / "resumed.pt"
     monkeypatch.setattr(ptrain, "train_epochs", stop_after_first_epoch)
     with pytest.raises(Interrupted):
         ptrain.train(cfg, out, device="cpu", data_dir=data_dir)
     monkeypatch.setattr(ptrain, "train_epochs", real)
-    resume = out.with_name(out.name + ".resume.pt")
+    return out.with_name(out.name + ".resume.pt")
+
+
+def test_resume_continues_where_it_stopped(data_dir, tmp_path, monkeypatch):
+    cfg = _cfg(epochs=2, train_subset=320)
+    reference = ptrain.train(cfg, tmp_path / "straight.pt", device="cpu", data_dir=data_dir)
+
+    out = tmp_path / "resumed.pt"
+    resume = _interrupt_after_first_epoch(cfg, out, data_dir, monkeypatch)
     assert resume.exists() and not out.exists()
     state = torch.load(resume, weights_only=True)
     assert state["epoch"] == 1 and len(state["history"]) == 1 and state["config"]["epochs"] == 2
@@ -83,6 +88,30 @@ def test_resume_continues_where_it_stopped(data_dir, tmp_path, monkeypatch):
     b, _ = load_checkpoint(reference.checkpoint)
     for k, v in a.state_dict().items():
         assert torch.allclose(v.float(), b.state_dict()[k].float(), atol=1e-5), k
+
+
+def test_big_network_resume_file_is_float16(data_dir, tmp_path, monkeypatch):
+    """Above HALF_ABOVE_PARAMS the resume file holds weights and momentum in float16 (half the
+    size) and a resumed run casts them back to float32 and finishes close to an unbroken one."""
+    cfg = _cfg(epochs=2, train_subset=320)
+    full = _interrupt_after_first_epoch(cfg, tmp_path / "full.pt", data_dir, monkeypatch)
+    monkeypatch.setattr(ptrain, "HALF_ABOVE_PARAMS", 0)          # treat the ResNet-20 as big
+    reference = ptrain.train(cfg, tmp_path / "straight.pt", device="cpu", data_dir=data_dir)
+    out = tmp_path / "half.pt"
+    resume = _interrupt_after_first_epoch(cfg, out, data_dir, monkeypatch)
+    state = torch.load(resume, weights_only=True)
+    floats = [v for v in state["model"].values() if v.is_floating_point()]
+    momenta = [s["momentum_buffer"] for s in state["optimizer"]["state"].values()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert momenta and all(v.dtype == torch.float16 for v in momenta)
+    assert resume.stat().st_size < 0.6 * full.stat().st_size
+
+    r = ptrain.train(cfg, out, device="cpu", data_dir=data_dir)
+    assert [h["epoch"] for h in r.history] == [1, 2] and not resume.exists()
+    assert r.history[1]["loss"] == pytest.approx(reference.history[1]["loss"], rel=0.02)
+    model, _ = load_checkpoint(out)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert torch.load(out, weights_only=True)["half"] is True
 
 
 def test_evaluate(data_dir):
