@@ -141,11 +141,15 @@ def train_epochs(model: nn.Module, split: cdata.CIFAR10Split, epochs: int, opt, 
 
 
 def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None = None,
-          data_dir: str | Path | None = None, resume: bool = True) -> TrainResult:
+          data_dir: str | Path | None = None, resume: bool = True,
+          compile: bool | str = False) -> TrainResult:
     """Train ``cfg.arch`` on the ``train`` split; write the final checkpoint to ``out``.
 
     A resume file ``<out>.resume.pt`` (model, optimiser, schedule, RNG, history) is written after
     each epoch; a later call with the same ``out`` continues from it, then deletes it.
+    ``compile`` runs the training steps through ``torch.compile`` (True, or a backend name); it is
+    not part of the recipe, so a run may switch it between resumes. The default backend needs a C++
+    compiler on a CPU and pays about a minute up front.
     """
     out = Path(out)
     device = torch.device(device) if device else default_device()
@@ -176,7 +180,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
     t_start = time.perf_counter()
 
     def checkpoint_resume(epoch, record):
-        history.append(record)
+        history.append({**record, "compiled": bool(compile)})
         tmp = resume_path.with_name(resume_path.name + ".tmp")
         weights, optimizer = model.state_dict(), opt.state_dict()
         if half:
@@ -187,7 +191,10 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
         tmp.replace(resume_path)
         print(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} ({record['seconds']:.0f} s)", flush=True)
 
-    train_epochs(model, split, cfg.epochs, opt, sched, cfg.label_smoothing, gen, device,
+    stepper = model                               # a compiled wrapper shares the weights; saving uses ``model``
+    if compile:
+        stepper = torch.compile(model, **({} if compile is True else {"backend": compile}))
+    train_epochs(stepper, split, cfg.epochs, opt, sched, cfg.label_smoothing, gen, device,
                  start_epoch=start, batch_size=cfg.batch_size, on_epoch_end=checkpoint_resume,
                  desc=cfg.arch, amp=cfg.amp, cutout=cfg.cutout)
     wall = elapsed + time.perf_counter() - t_start
@@ -269,6 +276,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--no-amp", action="store_true", help="train in float32 (no bfloat16 autocast)")
     p.add_argument("--cutout", type=int, default=0, help="Cutout square size (0: off)")
+    p.add_argument("--compile", action="store_true",
+                   help="train through torch.compile (not part of the recipe; needs a C++ compiler on a CPU)")
     return p
 
 
@@ -281,7 +290,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 def main(argv=None) -> None:
     a = _parser().parse_args(argv)
     cfg = config_from_args(a)
-    r = train(cfg, a.out, a.device, a.data_dir)
+    r = train(cfg, a.out, a.device, a.data_dir, compile=a.compile)
     print(f"{cfg.arch}: test accuracy {r.test_accuracy:.2f}% after {r.epochs} epochs "
           f"({r.wall_time_s / 60:.1f} min) -> {r.checkpoint}")
 

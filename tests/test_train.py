@@ -166,3 +166,16 @@ def test_retrain_command_round_trips_through_the_cli():
         ptrain.retrain_command(ptrain.TrainConfig(momentum=0.8), "x.pt")
     with pytest.raises(ValueError, match="mixup"):
         ptrain.retrain_command({**old, "mixup": 0.2}, "x.pt")
+
+
+def test_compiled_training_saves_plain_weights(data_dir, tmp_path):
+    """Training through torch.compile (here its ``aot_eager`` backend: traced forward and backward,
+    no C++ compiler needed) saves the model's own keys (no ``_orig_mod.`` prefix), loads with the
+    normal loader and records the switch per epoch."""
+    r = ptrain.train(_cfg(epochs=1, train_subset=320), tmp_path / "c.pt", device="cpu",
+                     data_dir=data_dir, compile="aot_eager")
+    state = torch.load(r.checkpoint, weights_only=True)["state_dict"]
+    assert set(state) == set(get_model("resnet20").state_dict())
+    model, meta = load_checkpoint(r.checkpoint, arch="resnet20")
+    assert [h["compiled"] for h in meta["history"]] == [True]
+    assert abs(ptrain.evaluate(model, cdata.load_split("test", data_dir)) - r.test_accuracy) <= 1.0
