@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
     resume_path = out.with_name(out.name + ".resume.pt")
     start, history, elapsed = 0, [], 0.0
     if resume and resume_path.exists():
-        r = torch.load(resume_path, map_location=device, weights_only=True)
+        r = torch.load(resume_path, map_location="cpu", weights_only=True)   # may come from another device
         if r["config"] != asdict(cfg):
             raise ValueError(f"{resume_path} was written with another configuration {r['config']}; "
                              "delete it or train with the same settings")
