@@ -178,9 +178,10 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
         start, history, elapsed = r["epoch"], r["history"], r["wall_time_s"]
         print(f"resuming {cfg.arch} from epoch {start}/{cfg.epochs}")
     t_start = time.perf_counter()
+    machine = hardware(device)
 
     def checkpoint_resume(epoch, record):
-        history.append({**record, "compiled": bool(compile)})
+        history.append({**record, "compiled": bool(compile), "hardware": machine})
         tmp = resume_path.with_name(resume_path.name + ".tmp")
         weights, optimizer = model.state_dict(), opt.state_dict()
         if half:
@@ -201,7 +202,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
     test = cdata.load_split("test", data_dir)
     acc = evaluate(model, test, device=device)
     meta = {"dataset": "CIFAR-10", "data_copy": test.copy, "test_accuracy": acc, "epochs": cfg.epochs,
-            "recipe": asdict(cfg), "wall_time_s": round(wall, 1), "hardware": hardware(device),
+            "recipe": asdict(cfg), "wall_time_s": round(wall, 1), "hardware": hardware_summary(history, machine),
             "seed": cfg.seed, "train_images": len(split), "history": history}
     save_checkpoint(out, model.cpu().to(memory_format=torch.contiguous_format), cfg.arch, meta,
                     half=half)
@@ -235,6 +236,26 @@ def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def hardware_summary(history: list[dict], current: str) -> str:
+    """Where a run's epochs ran: ``current`` if all on one machine, else each machine with its epoch
+    ranges, e.g. ``"CPU x86_64, 2 threads (epochs 1-83, 95-180); NVIDIA H200 (epochs 84-94)"``.
+    Epochs recorded without a machine (resume files written before it was recorded) count as unknown."""
+    spans: dict[str, list[list[int]]] = {}
+    for h in history:
+        name = h.get("hardware", "machine not recorded")
+        runs = spans.setdefault(name, [])
+        if runs and runs[-1][1] == h["epoch"] - 1:
+            runs[-1][1] = h["epoch"]
+        else:
+            runs.append([h["epoch"], h["epoch"]])
+    if set(spans) <= {current}:
+        return current
+    def epochs(runs):
+        word = "epoch" if len(runs) == 1 and runs[0][0] == runs[0][1] else "epochs"
+        return word + " " + ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs)
+    return "; ".join(f"{name} ({epochs(runs)})" for name, runs in spans.items())
 
 
 def retrain_command(recipe: dict | TrainConfig, out: str | Path) -> str:

@@ -7,7 +7,7 @@ import torch
 from conftest import make_images, write_image_folder
 from pruning_lib import data as cdata
 from pruning_lib import train as ptrain
-from pruning_lib.checkpoints import load_checkpoint
+from pruning_lib.checkpoints import load_checkpoint, read_checkpoint
 from pruning_lib.models import get_model
 
 
@@ -179,3 +179,31 @@ def test_compiled_training_saves_plain_weights(data_dir, tmp_path):
     model, meta = load_checkpoint(r.checkpoint, arch="resnet20")
     assert [h["compiled"] for h in meta["history"]] == [True]
     assert abs(ptrain.evaluate(model, cdata.load_split("test", data_dir)) - r.test_accuracy) <= 1.0
+
+
+def test_hardware_summary_names_each_machine_with_its_epochs():
+    cpu, gpu = "CPU x86_64, 2 threads", "NVIDIA H200"
+    same = [{"epoch": e, "hardware": cpu} for e in (1, 2, 3)]
+    assert ptrain.hardware_summary(same, cpu) == cpu
+    mixed = ([{"epoch": e, "hardware": cpu} for e in range(1, 84)] + [{"epoch": e, "hardware": gpu} for e in range(84, 95)]
+             + [{"epoch": e, "hardware": cpu} for e in range(95, 181)])
+    assert ptrain.hardware_summary(mixed, cpu) == f"{cpu} (epochs 1-83, 95-180); {gpu} (epochs 84-94)"
+    old = [{"epoch": 1}, {"epoch": 2, "hardware": cpu}]          # a resume file from before machines were recorded
+    assert ptrain.hardware_summary(old, cpu) == f"machine not recorded (epoch 1); {cpu} (epoch 2)"
+
+
+def test_a_run_resumed_on_another_machine_records_both(data_dir, tmp_path, monkeypatch):
+    """Each epoch records the machine it ran on, so a run continued elsewhere (say, from a CPU to a
+    GPU) says so in its checkpoint's metadata instead of naming only the last machine."""
+    cfg = _cfg(epochs=2, train_subset=320)
+    out = tmp_path / "moved.pt"
+    resume = _interrupt_after_first_epoch(cfg, out, data_dir, monkeypatch)
+    state = torch.load(resume, weights_only=True)
+    here = ptrain.hardware(torch.device("cpu"))
+    assert state["history"][0]["hardware"] == here
+    state["history"][0]["hardware"] = "NVIDIA H200"              # as if epoch 1 had run on a GPU machine
+    torch.save(state, resume)
+    ptrain.train(cfg, out, device="cpu", data_dir=data_dir)
+    meta = read_checkpoint(out)["meta"]
+    assert meta["hardware"] == f"NVIDIA H200 (epoch 1); {here} (epoch 2)"
+    assert [h["hardware"] for h in meta["history"]] == ["NVIDIA H200", here]
