@@ -22,7 +22,7 @@ DFPC=(scripts/dfpc_experiments.py --model resnet56 --test-subset 2000 --step-fra
 "$PY" "${DFPC[@]}" --stop-drop 25 --finetune-epochs 0 --latency-repeats 10
 "$PY" "${DFPC[@]}" --stop-drop 25 --methods "DFPC (coupled),L1" --finetune-epochs 1 --latency-every 100 \
       --latency-repeats 3 --out data/results/dfpc_resnet56_finetune.json
-"$PY" "${DFPC[@]}" --stop-drop 10 --methods "DFPC (coupled),L1" --align 8 --latency-repeats 5 \
+"$PY" "${DFPC[@]}" --stop-drop 10 --methods "DFPC (coupled),L1" --align 8 --finetune-epochs 0 --latency-repeats 5 \
       --out data/results/dfpc_resnet56_align8.json
 step "notebooks"
 for nb in notebooks/0[0-4]_*.ipynb; do
