@@ -450,7 +450,7 @@ def iter_tvs_prune(model: nn.Module, dist: cdata.CIFAR10Split | str = "dist",
 @torch.no_grad()
 def bn_recalibrate(model: nn.Module, split: cdata.CIFAR10Split | str = "dist", inplace: bool = False,
                    batch_size: int = 250, per_class: int | None = None, augment: bool = True,
-                   cutout: int = 0, passes: int = 2, seed: int = 0) -> nn.Module:
+                   cutout: int = 0, passes: int = 2, seed: int = 0, variance: bool = True) -> nn.Module:
     """Re-estimate every BatchNorm's running mean and variance on ``split`` after pruning (the
     "BNFix" of the TVSPrune authors' follow-up): reset the running statistics, forward the samples
     with only the BNs in train mode and ``momentum=None`` (a plain average over all batches), then
@@ -460,7 +460,13 @@ def bn_recalibrate(model: nn.Module, split: cdata.CIFAR10Split | str = "dist", i
     side ``cutout`` if the checkpoint was trained with it; ``passes`` passes, seeded), because the
     running statistics the weights were trained with describe augmented inputs: measured on our
     ResNet-20, recalibrating the UNPRUNED model on plain images costs about 3 points of val accuracy,
-    with the training augmentation about 0.2."""
+    with the training augmentation about 0.2.
+
+    ``variance=False`` keeps the trained running variances and replaces only the means (estimated in the
+    same passes). Removing a layer's input channels removes their share of its output variance;
+    re-estimating the variance then scales the surviving signal back up, against the identity path
+    of a residual block. Measured on our 91 % ResNet-56 after IterTVSPrune at 3.5 % sparsity: test
+    accuracy 90.32 % stale, 86.88 % fully recalibrated, 90.51 % with the means only (notebook 04)."""
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     split = _subset(_split(split), per_class)
@@ -469,6 +475,7 @@ def bn_recalibrate(model: nn.Module, split: cdata.CIFAR10Split | str = "dist", i
     if not bns:
         raise ValueError("the model has no BatchNorm layer to recalibrate")
     momenta = [m.momentum for m in bns]
+    trained_vars = [m.running_var.clone() for m in bns]
     device = next(target.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     target.eval()
@@ -485,6 +492,9 @@ def bn_recalibrate(model: nn.Module, split: cdata.CIFAR10Split | str = "dist", i
         for m, mom in zip(bns, momenta):
             m.momentum = mom
         target.eval()
+    if not variance:
+        for m, var in zip(bns, trained_vars):
+            m.running_var.copy_(var)
     return target
 
 

@@ -10,11 +10,10 @@
 # accuracy on its `test` split; one-cycle SGD-Nesterov, label smoothing 0.1, weight decay 5e-4, seed 0):
 #   resnet20        CPU, 2 threads (x86_64), 160 epochs, batch 128, lr 0.2, Cutout 16: 89.31 %, 152 min, run in two
 #                   sessions (the resume file carried it over). The earlier 80-epoch run without Cutout gave 88.50 %.
-#   resnet56        one H100 shared by three training runs, picked by the budgeted trainer
-#                     scripts/train_within_budget.py --arch resnet56 --budget-s 400 --max-epochs 200 \
-#                       --batch-size 256 --lr 0.3 --cutout 16 --out build/gpu/resnet56.pt
-#                   which chose 68 epochs: 89.58 %, 488 s. (Its Cutout squares were 15x15: the 16-pixel
-#                   square became exact in pruning_lib.data.cutout after this run.)
+#   resnet56        180 epochs, batch 128, lr 0.2, Cutout 16: 91.02 %, run across several sessions from its resume file:
+#                   epochs 1-83 and 95-180 on this 2-core CPU (2 threads, about 155 s per epoch), epochs 84-94 on one
+#                   H200 (8-13 s each); the metadata records 476.5 min, pauses included. The earlier file, 68 epochs
+#                   at batch 256, lr 0.3, chosen by the budgeted trainer on a shared H100 in 488 s, gave 89.58 %.
 #   cifar_resnet18  one H200, alone, 50 epochs, batch 256, lr 0.3, Cutout 16: 91.48 %, 114 s (about 2.3 s per
 #                   epoch); stored in float16. (The earlier CPU run, 18 epochs without Cutout, gave 89.71 % in 123 min.)
 #   cifar_resnet50  one H100 shared by two training runs, budgeted trainer with --max-epochs 60, --batch-size 256,
@@ -32,7 +31,7 @@ mkdir -p data/runs
 
 declare -A RECIPE=(
   [resnet20]="--epochs 160 --batch-size 128 --lr 0.2 --cutout 16"
-  [resnet56]="--epochs 68 --batch-size 256 --lr 0.3 --cutout 16"
+  [resnet56]="--epochs 180 --batch-size 128 --lr 0.2 --cutout 16"
   [cifar_resnet18]="--epochs 50 --batch-size 256 --lr 0.3 --cutout 16"
   [cifar_resnet50]="--epochs 60 --batch-size 256 --lr 0.3"
 )

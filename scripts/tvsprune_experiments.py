@@ -2,10 +2,10 @@
 
 For each target sparsity: IterTVSPrune (scores re-estimated on ``dist`` every step, at most
 ``--max-step`` of the parameters per step, no accuracy floor), the same model after BN recalibration
-on ``dist`` (with the training augmentation, and on plain images), and the baselines at the same
+on ``dist`` (with the training augmentation, on plain images, and of the running means only), and the baselines at the same
 sparsity with the same allocation rule (channels ranked by score / layer-mean score across DFCs):
 one-shot TVS scores, L1 of the feed-in filters, random (several seeds), each also after BN
-recalibration. Every reported accuracy is on the 10,000 test images; ``val`` only inside the runs.
+recalibration (full, and of the means only). Every reported accuracy is on the 10,000 test images; ``val`` only inside the runs.
 
     python scripts/tvsprune_experiments.py --model resnet20          # writes data/results/tvsprune_resnet20.json
     python scripts/tvsprune_experiments.py --model resnet56 --device cuda
@@ -59,8 +59,8 @@ def main(argv=None) -> dict:
     targets = a.targets or sorted(PAPER[a.model])
     tvs_once = T.tvs_scores(model, dist, graph)
 
-    def recal(m, augment=True):
-        return T.bn_recalibrate(m, dist, augment=augment, cutout=cutout)
+    def recal(m, augment=True, variance=True):
+        return T.bn_recalibrate(m, dist, augment=augment, cutout=cutout, variance=variance)
 
     def entry(m, sparsity, **extra):
         acc = evaluate(m, test)
@@ -77,18 +77,21 @@ def main(argv=None) -> dict:
                                  val_accuracy=res.report.final.accuracy),
                "iter_tvs_bn": entry(recal(res.model), res.sparsity),
                "iter_tvs_bn_plain": entry(recal(res.model, augment=False), res.sparsity),
+               "iter_tvs_bn_mean": entry(recal(res.model, variance=False), res.sparsity),
                "report": res.report.to_dict()}
         once = T.prune_to_sparsity(model, tvs_once, tgt)
         row["tvs_oneshot"] = entry(once.model, once.sparsity)
         l1 = T.prune_to_sparsity(model, T.baseline_scores(model, graph, "l1"), tgt)
         row["l1"] = entry(l1.model, l1.sparsity)
         row["l1_bn"] = entry(recal(l1.model), l1.sparsity)
-        rnd, rnd_bn = [], []
+        row["l1_bn_mean"] = entry(recal(l1.model, variance=False), l1.sparsity)
+        rnd, rnd_bn, rnd_bn_mean = [], [], []
         for seed in range(a.seeds):
             r = T.prune_to_sparsity(model, T.baseline_scores(model, graph, "random", seed=seed), tgt)
             rnd.append(entry(r.model, r.sparsity, seed=seed))
             rnd_bn.append(entry(recal(r.model), r.sparsity, seed=seed))
-        for key, runs in (("random", rnd), ("random_bn", rnd_bn)):
+            rnd_bn_mean.append(entry(recal(r.model, variance=False), r.sparsity, seed=seed))
+        for key, runs in (("random", rnd), ("random_bn", rnd_bn), ("random_bn_mean", rnd_bn_mean)):
             drops = [r["drop"] for r in runs]
             row[key] = {"sparsity_%": round(statistics.mean(r["sparsity_%"] for r in runs), 3),
                         "drop": round(statistics.mean(drops), 2),
@@ -96,7 +99,7 @@ def main(argv=None) -> dict:
                         "runs": runs}
         rows.append(row)
         print("  " + "  ".join(f"{k}={row[k]['drop']:+.2f}" for k in
-                               ("iter_tvs", "iter_tvs_bn", "tvs_oneshot", "l1", "random")), flush=True)
+                               ("iter_tvs", "iter_tvs_bn", "iter_tvs_bn_mean", "tvs_oneshot", "l1", "random")), flush=True)
     out = {"model": a.model, "checkpoint": str(ckpt.relative_to(ROOT)) if ckpt.is_relative_to(ROOT) else str(ckpt),
            "checkpoint_test_accuracy": meta.get("test_accuracy"), "base_test_accuracy": base_test,
            "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.processor() or "cpu",

@@ -192,13 +192,19 @@ def test_bad_arguments_are_refused(toy):
         T.tvs_prune(model, split=dist, eps=0.0)
 
 
+def _with_bn_stats_shifted(model, mean_shift, var_scale=1.0):
+    """A copy of ``model`` whose BN running means are shifted and variances scaled."""
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.add_(mean_shift)
+            m.running_var.mul_(var_scale)
+    return out
+
+
 def test_bn_recalibration_restores_corrupted_statistics(toy):
     model, dist, val, _ = toy
-    broken = copy.deepcopy(model)
-    for m in broken.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.add_(0.5)
-            m.running_var.mul_(3.0)
+    broken = _with_bn_stats_shifted(model, 0.5, 3.0)
     kept = _state(broken)
     fixed = T.bn_recalibrate(broken, dist, augment=False)
     assert _same(kept, broken.state_dict())                  # not in place unless asked
@@ -218,6 +224,20 @@ def test_bn_recalibration_keeps_accuracy_after_pruning(toy):
     assert evaluate(fixed, val) >= evaluate(res.model, val) - 2.0
     same = T.bn_recalibrate(res.model, dist, inplace=True, augment=False)
     assert same is res.model
+
+
+def test_bn_mean_recalibration_fixes_means_and_keeps_trained_variances(toy):
+    model, dist, val, _ = toy
+    shifted = _with_bn_stats_shifted(model, 0.5)
+    fixed = T.bn_recalibrate(shifted, dist, augment=False, variance=False)
+    full = T.bn_recalibrate(shifted, dist, augment=False)
+    bn_s, bn_f, bn_full = (dict(x.named_modules()) for x in (shifted, fixed, full))
+    for name, m in bn_f.items():
+        if isinstance(m, nn.BatchNorm2d):
+            assert torch.equal(m.running_var, bn_s[name].running_var)           # trained variances kept
+            assert torch.equal(m.running_mean, bn_full[name].running_mean)      # same means as a full pass
+            assert not torch.allclose(m.running_var, bn_full[name].running_var)
+    assert evaluate(fixed, val) >= evaluate(shifted, val)
 
 
 def test_baselines_at_the_same_sparsity(toy):
