@@ -3,8 +3,8 @@
 # 00-04, which read them. Run it after replacing that checkpoint: notebook 04 checks that its results were
 # computed on the shipped file (recorded checkpoint accuracy against the file's metadata), so stale results
 # fail the tests. The commands repeat the settings recorded in each result file; on this 2-core CPU the
-# whole script takes about an hour. DEVICE=cuda evaluates on a GPU where there is one (DFPC's latencies
-# are always measured on the CPU).
+# whole script takes well over an hour (TVSPrune alone about 50 min of CPU time). DEVICE=cuda evaluates
+# on a GPU where there is one (DFPC's latencies are always measured on the CPU).
 #
 # Usage: scripts/refresh_resnet56_results.sh [python]        (default: .venv/bin/python)
 set -euo pipefail

@@ -2,10 +2,11 @@
 
 For each target sparsity: IterTVSPrune (scores re-estimated on ``dist`` every step, at most
 ``--max-step`` of the parameters per step, no accuracy floor), the same model after BN recalibration
-on ``dist`` (with the training augmentation, on plain images, and of the running means only), and the baselines at the same
-sparsity with the same allocation rule (channels ranked by score / layer-mean score across DFCs):
-one-shot TVS scores, L1 of the feed-in filters, random (several seeds), each also after BN
-recalibration (full, and of the means only). Every reported accuracy is on the 10,000 test images; ``val`` only inside the runs.
+on ``dist`` (with the training augmentation, on plain images, and of the running means only), and
+the baselines at the same sparsity with the same allocation rule (channels ranked by score /
+layer-mean score across DFCs): one-shot TVS scores, L1 of the feed-in filters, random (several
+seeds), each also after BN recalibration (full, and of the means only). Every reported accuracy is
+on the 10,000 test images; ``val`` only inside the runs.
 
     python scripts/tvsprune_experiments.py --model resnet20          # writes data/results/tvsprune_resnet20.json
     python scripts/tvsprune_experiments.py --model resnet56 --device cuda
