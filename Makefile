@@ -36,7 +36,8 @@ endif
 .PHONY: help setup install data lab test nbval course bench clean
 .DEFAULT_GOAL := help
 
-help:
+# help is a double-colon rule: each mk/*.mk file adds its own lines to it.
+help::
 	@echo "make lab     set up (venv, packages, CIFAR-10 cache) and open the notebooks in JupyterLab"
 	@echo "make test    set up, then run tests/ and check every notebook's stored outputs (nbval)"
 	@echo "make nbval   set up, then check only the notebooks (NOTEBOOKS=notebooks/xx.ipynb for one)"
@@ -109,3 +110,6 @@ bench: setup $(BENCH_STAMP)
 
 clean:
 	rm -rf build .pytest_cache
+
+# Further targets, one file per concern (grading, the site and browser test): mk/*.mk.
+include $(wildcard mk/*.mk)
