@@ -207,3 +207,90 @@ def test_a_run_resumed_on_another_machine_records_both(data_dir, tmp_path, monke
     meta = read_checkpoint(out)["meta"]
     assert meta["hardware"] == f"NVIDIA H200 (epoch 1); {here} (epoch 2)"
     assert [h["hardware"] for h in meta["history"]] == ["NVIDIA H200", here]
+
+
+def test_paper_recipe_is_dfpcs_appendix():
+    """``--recipe paper``: SGD (no Nesterov), lr 0.1, momentum 0.9, weight decay 5e-4 on every
+    parameter (BatchNorm included), cosine over 200 epochs, batch 128, no smoothing, no Cutout."""
+    cfg = ptrain.recipe_config("paper")
+    assert (cfg.name, cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == \
+        ("paper", 200, 128, 0.1, 0.9, 5e-4)
+    assert (cfg.label_smoothing, cfg.cutout, cfg.schedule, cfg.nesterov, cfg.decay_norm) == \
+        (0.0, 0, "cosine", False, True)
+    model = get_model("resnet20")
+    opt, sched = ptrain._make_optimizer(model, cfg, steps_per_epoch=10)
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 5e-4
+    assert len(opt.param_groups[0]["params"]) == len(list(model.parameters()))   # BN weights decayed too
+    assert not opt.param_groups[0]["nesterov"]
+    assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == 2000
+    course_opt, course_sched = ptrain._make_optimizer(model, ptrain.recipe_config("course"), 10)
+    no_decay = course_opt.param_groups[1]
+    assert no_decay["weight_decay"] == 0.0 and all(p.ndim == 1 for p in no_decay["params"])
+    assert isinstance(course_sched, torch.optim.lr_scheduler.OneCycleLR)
+
+
+def test_a_changed_preset_says_so_in_its_name():
+    assert ptrain.recipe_config("paper", lr=0.05, epochs=2).name == "paper, modified: epochs, lr"
+    assert ptrain.recipe_config("paper", arch="resnet56", seed=3).name == "paper"     # the run's own fields
+    assert ptrain.recipe_config("course", epochs=180, cutout=16).name == "course"  # the course varies these
+    with pytest.raises(ValueError, match="unknown recipe 'papers'"):
+        ptrain.recipe_config("papers")
+    a = ptrain._parser().parse_args(["--recipe", "paper", "--out", "x.pt"])
+    assert ptrain.config_from_args(a) == ptrain.recipe_config("paper")
+    cmd = ptrain.retrain_command(ptrain.recipe_config("paper", epochs=2), "x.pt")
+    assert cmd.startswith("python -m pruning_lib.train --recipe paper ") and "--epochs 2" in cmd
+
+
+def test_the_recipe_is_recorded_in_the_checkpoint(data_dir, tmp_path):
+    cfg = ptrain.recipe_config("paper", epochs=1, batch_size=64, train_subset=320, amp=False)
+    r = ptrain.train(cfg, tmp_path / "p.pt", device="cpu", data_dir=data_dir)
+    meta = read_checkpoint(r.checkpoint)["meta"]
+    assert meta["recipe"]["name"] == "paper, modified: epochs, batch_size"
+    assert meta["recipe"]["schedule"] == "cosine" and meta["recipe"]["decay_norm"] is True
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(train_subset=0), "train_subset=0"), (dict(train_subset=-10), "train_subset=-10"),
+    (dict(lr=0.0), "lr=0.0"), (dict(lr=float("nan")), "lr=nan"), (dict(cutout=40), "cutout=40"),
+    (dict(epochs=0), "epochs=0"), (dict(batch_size=0), "batch_size=0"), (dict(schedule="step"), "schedule"),
+    (dict(epochs=1, train_subset=260, batch_size=64), "one-cycle schedule of 4 steps"),
+])
+def test_bad_settings_are_refused_before_the_data_is_loaded(kw, message, tmp_path, monkeypatch, data_dir):
+    loads = []
+    real = cdata.load_split
+    monkeypatch.setattr(cdata, "load_split", lambda *a, **k: loads.append(a) or real(*a, **k))
+    with pytest.raises(ValueError, match=message):
+        ptrain.train(_cfg(**kw), tmp_path / "x.pt", device="cpu", data_dir=data_dir)
+    if "one-cycle" not in message:            # the schedule's length is known once the split is counted
+        assert loads == []
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "x.pt.resume.pt").exists()
+
+
+def test_the_command_line_refuses_bad_settings_with_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        ptrain.main(["--train-subset", "0", "--out", "x.pt"])
+    assert e.value.code == 2 and "train_subset=0" in capsys.readouterr().err
+
+
+def test_a_finished_checkpoint_is_not_silently_retrained(data_dir, tmp_path):
+    out = tmp_path / "done.pt"
+    ptrain.train(_cfg(epochs=1, train_subset=320), out, device="cpu", data_dir=data_dir)
+    before = out.read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        ptrain.train(_cfg(epochs=1, train_subset=320), out, device="cpu", data_dir=data_dir)
+    assert out.read_bytes() == before
+    ptrain.train(_cfg(epochs=1, train_subset=320), out, device="cpu", data_dir=data_dir, overwrite=True)
+
+
+def test_a_resumed_run_refuses_other_training_images(data_dir, tmp_path, tmp_path_factory, monkeypatch):
+    cfg = _cfg(epochs=2, train_subset=320)
+    out = tmp_path / "r.pt"
+    resume = _interrupt_after_first_epoch(cfg, out, data_dir, monkeypatch)
+    other = tmp_path_factory.mktemp("other")
+    write_image_folder(other / "cifar10", make_images(80, "colour", seed=7), make_images(20, "colour", seed=8))
+    cdata.prepare(other)
+    with pytest.raises(ValueError, match="other images"):
+        ptrain.train(cfg, out, device="cpu", data_dir=other)
+    assert resume.exists()
+    ptrain.train(cfg, out, device="cpu", data_dir=data_dir)     # the data it started on: resumes
+    assert not resume.exists()
