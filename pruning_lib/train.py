@@ -202,6 +202,22 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
     return opt, sched
 
 
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, sched, label_smoothing: float,
+               device: torch.device, amp: bool = False) -> torch.Tensor:
+    """One SGD step on a batch (channels_last, bfloat16 autocast when ``amp``); returns the loss as a
+    tensor on the device, so a loop that only accumulates it never waits for the device."""
+    x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    y = y.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return loss.detach()
+
+
 def train_epochs(model: nn.Module, split: cdata.CIFAR10Split, epochs: int, opt, sched,
                  label_smoothing: float, generator: torch.Generator, device: torch.device,
                  start_epoch: int = 0, batch_size: int = 128, on_epoch_end=None,
@@ -216,16 +232,8 @@ def train_epochs(model: nn.Module, split: cdata.CIFAR10Split, epochs: int, opt, 
                                  generator=generator, drop_last=True, cutout_size=cutout),
                    total=steps, desc=f"{desc} {epoch + 1}/{epochs}", leave=False)
         for x, y in bar:
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            total += loss.detach().float() * len(y)      # stays on the device: no sync per step
+            loss = train_step(model, x, y, opt, sched, label_smoothing, device, amp)
+            total += loss.float() * len(y)               # stays on the device: no sync per step
             n += len(y)
             if n % (50 * batch_size) == 0:
                 bar.set_postfix(loss=f"{float(total) / n:.3f}")

@@ -211,3 +211,49 @@ def test_shipped_checkpoint_metadata_and_training_script_agree(arch):
     assert script_cfg == config_from_args(_parser().parse_args(recorded)), (
         f"scripts/train_checkpoints.sh trains {arch} with {recipes[arch]!r}, but the shipped file was "
         f"trained with {' '.join(recorded)}: update the script")
+
+
+def test_sharded_checkpoint_round_trips_and_each_shard_is_small(tmp_path):
+    model = _trained_looking(get_model("cifar_resnet18"))
+    path = save_checkpoint(tmp_path / "r18.pt", model, "cifar_resnet18", meta={"test_accuracy": 91.0},
+                           half=True, shard_mb=6)
+    shards = sorted(tmp_path.glob("r18.pt.shard-*.pt"))
+    assert len(shards) >= 4 and all(f.stat().st_size <= 6e6 for f in shards)
+    assert path.stat().st_size < 100_000                      # the index holds no weights
+    assert not list(tmp_path.glob("*.tmp"))
+    loaded, meta = load_checkpoint(path, arch="cifar_resnet18")
+    assert meta["test_accuracy"] == 91.0
+    for k, v in model.state_dict().items():
+        w = loaded.state_dict()[k]
+        assert w.shape == v.shape and (torch.allclose(w, v.half().float()) if v.is_floating_point()
+                                       else torch.equal(w, v)), k
+
+
+def test_a_missing_altered_or_foreign_shard_is_refused(tmp_path):
+    model = _trained_looking(get_model("resnet20"))
+    path = save_checkpoint(tmp_path / "a" / "r20.pt", model, "resnet20", shard_mb=0.3)
+    first = path.with_name("r20.pt.shard-01-of-" + sorted(path.parent.glob("*.shard-*"))[0].name.split("-of-")[1])
+    data = first.read_bytes()
+    first.write_bytes(data[:-10] + b"0123456789")
+    with pytest.raises(CheckpointError, match="does not match the checksum"):
+        load_checkpoint(path)
+    first.unlink()
+    with pytest.raises(CheckpointError, match="shard .* is missing"):
+        load_checkpoint(path)
+    other = save_checkpoint(tmp_path / "b" / "r20.pt", _trained_looking(get_model("resnet20")), "resnet20",
+                            shard_mb=0.3)
+    first.write_bytes(other.with_name(first.name).read_bytes())   # a shard of another save, same name
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(path)
+    with pytest.raises(ValueError, match="shard_mb"):
+        save_checkpoint(tmp_path / "c.pt", model, "resnet20", shard_mb=60)
+    with pytest.raises(ValueError, match="alone takes"):
+        save_checkpoint(tmp_path / "d.pt", model, "resnet20", shard_mb=0.01)
+
+
+def test_a_truncated_checkpoint_names_the_file_and_the_fix(tmp_path):
+    path = save_checkpoint(tmp_path / "r20.pt", get_model("resnet20"), "resnet20")
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="r20.pt cannot be read.*truncated") as e:
+        load_checkpoint(path)
+    assert "weights_only=False" not in str(e.value)
