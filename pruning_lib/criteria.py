@@ -76,9 +76,10 @@ def random_scores(model: nn.Module, graph: ChannelGraph | None = None, input_sha
 
 
 def get_criterion(name: str) -> Callable[..., ChannelScores]:
-    """The criterion function called ``name``: ``dfpc``, ``l1`` or ``random``."""
-    from .dfpc import dfpc_scores
-    table = {"dfpc": dfpc_scores, "l1": l1_scores, "random": random_scores}
+    """The criterion function called ``name``: ``dfpc``, ``dfpc_mean`` (DFPC's sums divided by each
+    DFC's pair count), ``l1`` or ``random``."""
+    from .dfpc import dfpc_mean_scores, dfpc_scores
+    table = {"dfpc": dfpc_scores, "dfpc_mean": dfpc_mean_scores, "l1": l1_scores, "random": random_scores}
     if name not in table:
         raise ValueError(f"unknown criterion {name!r}; choose one of {sorted(table)} "
                          "or pass a function (model, graph) -> ChannelScores")

@@ -152,15 +152,25 @@ def _pair_score(u_rows: torch.Tensor, v_rows: torch.Tensor, a: str, b: str, mode
     return (_pull_back(u_rows, pool, size_a, size_b) * v_rows).sum(1)
 
 
+NORMALISATIONS = ("sum", "mean")
+
+
 @torch.no_grad()
-def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape: tuple = (1, 3, 32, 32)
-                ) -> ChannelScores:
+def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape: tuple = (1, 3, 32, 32),
+                normalise: str = "sum") -> ChannelScores:
     """The DFPC (BGSC) score of every channel of every prunable DFC of ``model``.
 
     ``graph``: the model's :func:`pruning_lib.coupling.discover` result (found at ``input_shape``
     when not given; its recorded shapes fix the spatial sizes). Upstream pairs (a reaches b) come
     from ``DFC.upstream``. Scores are float64 on the CPU; the model is not modified.
+
+    ``normalise``: ``"sum"`` is the paper's S_k, a sum over every (feed-in a, reader b) pair, so a
+    coupled stream channel, which has many pairs, scores far above a channel inside a block;
+    ``"mean"`` divides S_k by the DFC's number of pairs (what the released code's comment calls
+    "mean normalised", while its code compares the raw sums), an ablation of that imbalance.
     """
+    if normalise not in NORMALISATIONS:
+        raise ValueError(f"normalise={normalise!r}: choose one of {NORMALISATIONS}")
     graph = graph if graph is not None else discover(model, input_shape)
     v_cache: dict[str, torch.Tensor] = {}
     u_cache: dict[tuple[str, int], torch.Tensor] = {}
@@ -169,7 +179,9 @@ def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape
         ks = range(dfc.channels)
         feed_in: dict[str, ChannelRef] = {r.module: r for r in dfc.feed_in}
         s = torch.zeros(dfc.channels, dtype=torch.float64)
+        pairs = 0
         for rb in dfc.feed_out:
+            pairs += len(dfc.upstream.get(rb.module, []))
             key = (rb.module, rb.stride)
             if key not in u_cache:
                 u_cache[key] = feed_out_profile(model.get_submodule(rb.module), rb.module, graph, rb.stride)
@@ -180,8 +192,14 @@ def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape
                 rows = feed_in[a].indices(ks)
                 s += bn_factor(model, dfc, a, rows) * _pair_score(u, v_cache[a][rows], a, rb.module, model, graph,
                                                                   isinstance(model.get_submodule(rb.module), nn.Linear))
-        out[dfc] = s
-    return ChannelScores("dfpc", graph, out)
+        out[dfc] = s / pairs if normalise == "mean" and pairs else s
+    return ChannelScores("dfpc" if normalise == "sum" else "dfpc_mean", graph, out)
+
+
+def dfpc_mean_scores(model: nn.Module, graph: ChannelGraph | None = None,
+                     input_shape: tuple = (1, 3, 32, 32)) -> ChannelScores:
+    """:func:`dfpc_scores` with ``normalise="mean"``: S_k divided by the DFC's (a, b) pair count."""
+    return dfpc_scores(model, graph, input_shape, normalise="mean")
 
 
 def closed_form_score(model: nn.Module, dfc: DFC, graph: ChannelGraph) -> torch.Tensor:
@@ -207,5 +225,5 @@ def closed_form_score(model: nn.Module, dfc: DFC, graph: ChannelGraph) -> torch.
     return s
 
 
-__all__ = ["dfpc_scores", "feed_in_profile", "feed_out_profile", "bn_factor", "closed_form_score",
+__all__ = ["dfpc_scores", "dfpc_mean_scores", "NORMALISATIONS", "feed_in_profile", "feed_out_profile", "bn_factor", "closed_form_score",
            "UnsupportedLayerError"]

@@ -277,3 +277,27 @@ def test_unsupported_resampling_is_explained():
     model = CatNet().eval()                  # a max-pool between conv_c and its flattened Linear reader
     with pytest.raises(UnsupportedLayerError, match="resampling"):
         dfpc_scores(model, input_shape=(1, 3, 8, 8))
+
+
+def test_mean_normalisation_divides_by_each_dfcs_pair_count():
+    """``normalise="mean"``: S_k over the number of (feed-in, reader) pairs; a DFC inside a block
+    has one pair and keeps its score, a coupled stream's scores shrink by its pair count."""
+    from pruning_lib.criteria import get_criterion
+    from pruning_lib.global_pruning import removal_order
+    torch.manual_seed(0)
+    model = get_model("resnet20").eval()
+    graph = discover(model)
+    total, mean = dfpc_scores(model, graph), get_criterion("dfpc_mean")(model, graph)
+    assert mean.method == "dfpc_mean"
+    coupled = 0
+    for dfc in graph.dfcs:
+        pairs = sum(len(dfc.upstream.get(r.module, [])) for r in dfc.feed_out)
+        assert torch.allclose(mean[dfc], total[dfc] / pairs)
+        coupled += pairs > 1
+    assert coupled == 3                                           # ResNet-20's three residual streams
+    first = {m: next(i for i, (d, _) in enumerate(removal_order(s, graph.dfcs))
+                     if sum(len(d.upstream.get(r.module, [])) for r in d.feed_out) > 1)
+             for m, s in (("sum", total), ("mean", mean))}
+    assert first["mean"] < first["sum"]                           # coupled channels come earlier
+    with pytest.raises(ValueError, match="normalise='max'"):
+        dfpc_scores(model, graph, normalise="max")
