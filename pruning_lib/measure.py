@@ -47,7 +47,8 @@ def count_flops(model: nn.Module, input_shape: tuple = (1, 3, 32, 32)) -> int:
 
 @dataclass(frozen=True)
 class LatencyResult:
-    """Forward-pass wall time of one model: median and quartiles over ``repeats`` timed passes."""
+    """Forward-pass wall time of one model: median and quartiles over ``repeats`` timed passes, and
+    the mean (DFPC's GPU protocol reports the mean of 1,000 synchronised passes)."""
     median_ms: float
     q1_ms: float
     q3_ms: float
@@ -55,6 +56,7 @@ class LatencyResult:
     threads: int
     device: str
     repeats: int
+    mean_ms: float | None = None
 
     def __str__(self) -> str:
         return (f"{self.median_ms:.2f} ms (IQR {self.q1_ms:.2f}-{self.q3_ms:.2f}) for a batch of "
@@ -81,7 +83,7 @@ def _result(times: list[float], batch: int, threads: int, device: torch.device) 
     ms = sorted(t * 1000 for t in times)
     q = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
     return LatencyResult(round(statistics.median(ms), 4), round(q[0], 4), round(q[2], 4), batch, threads,
-                         str(device), len(ms))
+                         str(device), len(ms), round(statistics.fmean(ms), 4))
 
 
 def compare_latency(models: dict[str, nn.Module], input_shape: tuple = (64, 3, 32, 32), warmup: int = 3,
@@ -122,12 +124,16 @@ def measure_latency(model: nn.Module, input_shape: tuple = (64, 3, 32, 32), warm
     return compare_latency({"model": model}, input_shape, warmup, repeats, threads, device)["model"]
 
 
-def speedups(results: dict[str, LatencyResult], baseline: str) -> dict[str, float]:
-    """Measured speedup of every model over ``baseline``: median latency ratio, same run."""
+def speedups(results: dict[str, LatencyResult], baseline: str, statistic: str = "median") -> dict[str, float]:
+    """Measured speedup of every model over ``baseline``: latency ratio (of the medians, or of the
+    means with ``statistic="mean"``), same run."""
     if baseline not in results:
         raise KeyError(f"baseline {baseline!r} is not among the measured models {list(results)}")
-    base = results[baseline].median_ms
-    return {k: base / r.median_ms for k, r in results.items()}
+    if statistic not in ("median", "mean"):
+        raise ValueError(f"statistic={statistic!r}: choose 'median' or 'mean'")
+    key = f"{statistic}_ms"
+    base = getattr(results[baseline], key)
+    return {k: base / getattr(r, key) for k, r in results.items()}
 
 
 __all__ = ["count_parameters", "count_flops", "LatencyResult", "measure_latency", "compare_latency", "speedups"]

@@ -170,11 +170,18 @@ def recipe_config(name: str, **overrides) -> TrainConfig:
 
 @dataclass
 class TrainResult:
+    """A training run's outcome; ``finished`` is False when it stopped at its time budget, leaving
+    its resume file (``checkpoint``) for the same command to continue, and no test accuracy."""
     checkpoint: Path
-    test_accuracy: float
+    test_accuracy: float | None
     epochs: int
     wall_time_s: float
     history: list = field(default_factory=list)
+    finished: bool = True
+
+
+class _OutOfTime(Exception):
+    """Raised after an epoch's resume file is written when the next epoch would pass the budget."""
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
@@ -255,13 +262,17 @@ def split_fingerprint(split: cdata.CIFAR10Split) -> str:
 
 def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None = None,
           data_dir: str | Path | None = None, resume: bool = True,
-          compile: bool | str = False, overwrite: bool = False) -> TrainResult:
+          compile: bool | str = False, overwrite: bool = False,
+          budget_s: float | None = None, shard_mb: float | None = None) -> TrainResult:
     """Train ``cfg.arch`` on the ``train`` split; write the final checkpoint to ``out``.
 
     A resume file ``<out>.resume.pt`` (model, optimiser, schedule, RNG, history, and a fingerprint of
     the training images) is written after each epoch; a later call with the same ``out`` continues
     from it, then deletes it. An existing ``out`` with no resume file is a finished run: it is
     overwritten only when ``overwrite`` is given. ``cfg`` is validated before any data is loaded.
+    ``budget_s``: stop after the epoch at which another epoch (as long as the slowest so far) would
+    pass this many seconds of this call, keeping the resume file (for a machine lent by the minute).
+    ``shard_mb``: write the final checkpoint in shards of at most that size (see ``save_checkpoint``).
     ``compile`` runs the training steps through ``torch.compile`` (True, or a backend name); it is
     not part of the recipe, so a run may switch it between resumes. The default backend needs a C++
     compiler on a CPU and pays about a minute up front.
@@ -318,13 +329,22 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
                     "history": history, "wall_time_s": elapsed + time.perf_counter() - t_start}, tmp)
         tmp.replace(resume_path)
         print(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} ({record['seconds']:.0f} s)", flush=True)
+        slowest = max(h["seconds"] for h in history[start:])
+        if budget_s is not None and epoch < cfg.epochs and time.perf_counter() - t_start + slowest > budget_s:
+            raise _OutOfTime
 
     stepper = model                               # a compiled wrapper shares the weights; saving uses ``model``
     if compile:
         stepper = torch.compile(model, **({} if compile is True else {"backend": compile}))
-    train_epochs(stepper, split, cfg.epochs, opt, sched, cfg.label_smoothing, gen, device,
-                 start_epoch=start, batch_size=cfg.batch_size, on_epoch_end=checkpoint_resume,
-                 desc=cfg.arch, amp=cfg.amp, cutout=cfg.cutout)
+    try:
+        train_epochs(stepper, split, cfg.epochs, opt, sched, cfg.label_smoothing, gen, device,
+                     start_epoch=start, batch_size=cfg.batch_size, on_epoch_end=checkpoint_resume,
+                     desc=cfg.arch, amp=cfg.amp, cutout=cfg.cutout)
+    except _OutOfTime:
+        print(f"stopped at epoch {history[-1]['epoch']}/{cfg.epochs}: the next epoch would pass the "
+              f"{budget_s:.0f} s budget; the same command continues from {resume_path}", flush=True)
+        return TrainResult(resume_path, None, history[-1]["epoch"], elapsed + time.perf_counter() - t_start,
+                           history, finished=False)
     wall = elapsed + time.perf_counter() - t_start
     test = cdata.load_split("test", data_dir)
     acc = evaluate(model, test, device=device)
@@ -332,7 +352,7 @@ def train(cfg: TrainConfig, out: str | Path, device: str | torch.device | None =
             "recipe": asdict(cfg), "wall_time_s": round(wall, 1), "hardware": hardware_summary(history, machine),
             "seed": cfg.seed, "train_images": len(split), "history": history}
     save_checkpoint(out, model.cpu().to(memory_format=torch.contiguous_format), cfg.arch, meta,
-                    half=half)
+                    half=half, shard_mb=shard_mb)
     resume_path.unlink(missing_ok=True)
     return TrainResult(out, acc, cfg.epochs, wall, history)
 
@@ -431,6 +451,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (not part of the recipe; needs a C++ compiler on a CPU)")
     p.add_argument("--overwrite", action="store_true", help="retrain even if --out holds a finished checkpoint")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="stop (resumably) before this many seconds pass; rerun the command to continue")
     return p
 
 
@@ -447,9 +469,10 @@ def main(argv=None) -> None:
         cfg = config_from_args(a).validate()
     except ValueError as e:
         p.error(str(e))
-    r = train(cfg, a.out, a.device, a.data_dir, compile=a.compile, overwrite=a.overwrite)
-    print(f"{cfg.arch}: test accuracy {r.test_accuracy:.2f}% after {r.epochs} epochs "
-          f"({r.wall_time_s / 60:.1f} min) -> {r.checkpoint}")
+    r = train(cfg, a.out, a.device, a.data_dir, compile=a.compile, overwrite=a.overwrite, budget_s=a.budget_s)
+    if r.finished:
+        print(f"{cfg.arch}: test accuracy {r.test_accuracy:.2f}% after {r.epochs} epochs "
+              f"({r.wall_time_s / 60:.1f} min) -> {r.checkpoint}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,12 @@ def test_compare_latency_and_speedups():
     assert s["tiny"] == pytest.approx(res["big"].median_ms / res["tiny"].median_ms)
     with pytest.raises(KeyError, match="baseline"):
         speedups(res, "missing")
+    for r in res.values():                               # DFPC's GPU protocol reports the mean
+        assert r.mean_ms > 0 and r.q1_ms <= r.median_ms
+    m = speedups(res, "big", statistic="mean")
+    assert m["tiny"] == pytest.approx(res["big"].mean_ms / res["tiny"].mean_ms)
+    with pytest.raises(ValueError, match="statistic"):
+        speedups(res, "big", statistic="max")
 
 
 def test_thread_count_restored():

@@ -294,3 +294,16 @@ def test_a_resumed_run_refuses_other_training_images(data_dir, tmp_path, tmp_pat
     assert resume.exists()
     ptrain.train(cfg, out, device="cpu", data_dir=data_dir)     # the data it started on: resumes
     assert not resume.exists()
+
+
+def test_a_time_budget_stops_resumably(data_dir, tmp_path):
+    """``budget_s``: the run stops after the epoch past which another would not fit, keeps its
+    resume file, reports itself unfinished, and the same call continues to the end."""
+    cfg = _cfg(epochs=2, train_subset=320)
+    out = tmp_path / "b.pt"
+    r = ptrain.train(cfg, out, device="cpu", data_dir=data_dir, budget_s=0.0)
+    assert not r.finished and r.test_accuracy is None and r.epochs == 1
+    assert r.checkpoint == out.with_name("b.pt.resume.pt") and r.checkpoint.exists() and not out.exists()
+    done = ptrain.train(cfg, out, device="cpu", data_dir=data_dir, budget_s=3600, shard_mb=1)
+    assert done.finished and [h["epoch"] for h in done.history] == [1, 2]
+    assert list(tmp_path.glob("b.pt.shard-*")) and load_checkpoint(out)[1]["epochs"] == 2
