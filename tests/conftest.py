@@ -76,9 +76,10 @@ def make_images(n_per_class: int, kind: str, seed: int) -> tuple[np.ndarray, np.
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def write_image_folder(root, train: tuple, test: tuple) -> dict:
+def write_image_folder(root, train: tuple, test: tuple, suffix: str = ".png") -> dict:
     """Write ``root/train|test/<class>/NNNN.png`` (lossless) and return the arrays, in the order
-    pruning_lib.data caches them: x as uint8 (N, 3, 32, 32), y int64."""
+    pruning_lib.data caches them: x as uint8 (N, 3, 32, 32), y int64. ``suffix=".jpg"`` writes JPEG
+    files instead (lossy: the returned arrays are then the images before compression)."""
     from PIL import Image
     from pruning_lib.data import CLASSES
     out = {}
@@ -88,7 +89,7 @@ def write_image_folder(root, train: tuple, test: tuple) -> dict:
             folder = root / part / CLASSES[label]
             folder.mkdir(parents=True, exist_ok=True)
             i = counts[label] = counts.get(label, -1) + 1
-            Image.fromarray(img).save(folder / f"{i:04d}.png")
+            Image.fromarray(img).save(folder / f"{i:04d}{suffix}")
         out[f"{part}_x"] = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
         out[f"{part}_y"] = torch.from_numpy(y)
     return out

@@ -1,9 +1,16 @@
 """pruning_lib.data: decoding every source into the cache, the fixed splits, batches and augmentation."""
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
+import os
 import pickle
+import stat
 import tarfile
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,10 +125,13 @@ def test_missing_data_says_what_to_put_where(tmp_path):
     assert isinstance(DataNotFoundError("x"), FileNotFoundError)
 
 
-def test_cli_prepare(synthetic, tmp_path, capsys):
-    with pytest.raises(SystemExit) as err:
+def test_cli_prepare(synthetic, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(cdata.URL_ENV, "http://127.0.0.1:9/nothing.tar.gz")     # nothing listens there
+    with pytest.raises(SystemExit) as err:          # nothing in the folder: it tries the download
         cdata.main(["prepare", "--data-dir", str(tmp_path)])
-    assert "No CIFAR-10 found" in str(err.value)
+    assert "could not download http://127.0.0.1:9/nothing.tar.gz" in str(err.value)
+    assert "No CIFAR-10 found" in str(err.value) and "--source" in str(err.value)
+    assert not list(tmp_path.glob(".*.part")) and not (tmp_path / "cache" / "cifar10-jpeg.pt").exists()
     cdata.main(["prepare", "--data-dir", str(tmp_path), "--source", str(synthetic["tar"])])
     out = capsys.readouterr().out
     assert f"{10 * TRAIN_PER_CLASS} train + {10 * TEST_PER_CLASS} test images" in out
@@ -310,3 +320,319 @@ def test_batches_apply_cutout_only_when_training(synthetic):
     g = torch.Generator().manual_seed(0)
     cut = [x for x, _ in cdata.batches(split, 50, train_augment=True, generator=g, cutout_size=16)]
     assert sum(n_zero(x) for x in cut) >= sum(n_zero(x) for x in aug) + 100 * 8 * 8   # each image loses >= 8x8
+
+
+# --------------------------------------------------------------------------- integrity (issue 17)
+
+def _write_tar(src, tar_path, top="cifar10-synthetic", corrupt_member=None):
+    """A deterministic .tar.gz of ``src/train|test`` under ``top/`` (no top folder if None).
+
+    ``corrupt_member``: the path (inside src) of one file whose tar header gets 8 garbage bytes in
+    its checksum field, the way a damaged download looks to Python's tar reader."""
+    import gzip
+    import io
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        for f in sorted(p for p in src.rglob("*") if p.is_file()):
+            rel = f.relative_to(src).as_posix()
+            info = tarfile.TarInfo(f"{top}/{rel}" if top else rel)
+            info.size, info.mtime, info.mode = f.stat().st_size, 0, 0o644
+            if rel == corrupt_member:
+                header_at = buf.tell()
+            t.addfile(info, io.BytesIO(f.read_bytes()))
+    raw = bytearray(buf.getvalue())
+    if corrupt_member is not None:
+        raw[header_at + 148:header_at + 156] = b"\xff" * 8          # the header's checksum field
+    with gzip.GzipFile(tar_path, "wb", mtime=0) as gz:
+        gz.write(bytes(raw))
+    return tar_path
+
+
+def _no_cache(data_dir):
+    return not list((data_dir / "cache").glob("cifar10-*")) if (data_dir / "cache").exists() else True
+
+
+def test_tar_with_a_bad_header_mid_archive_is_refused_not_cached_short(synthetic, tmp_path):
+    """The streaming tar reader takes a bad header for the end of the archive: refused, nothing cached."""
+    bad = _write_tar(synthetic["folder"], tmp_path / "bad.tar.gz", corrupt_member="train/ship/0003.png")
+    with pytest.raises(cdata.DataIntegrityError, match="bad.tar.gz") as err:
+        cdata.prepare(tmp_path / "d", source=bad)
+    assert "again" in str(err.value)                                  # says what to do
+    assert _no_cache(tmp_path / "d")
+
+
+def test_tar_gz_with_bytes_overwritten_near_its_end_is_refused(synthetic, tmp_path):
+    good = _write_tar(synthetic["folder"], tmp_path / "good.tar.gz")
+    raw = bytearray(good.read_bytes())
+    raw[-40:-32] = b"\x00\x11\x22\x33\x44\x55\x66\x77"
+    bad = tmp_path / "damaged.tar.gz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(cdata.DataIntegrityError, match="damaged.tar.gz"):
+        cdata.prepare(tmp_path / "d", source=bad)
+    assert _no_cache(tmp_path / "d")
+    # the good archive then decodes into the cache (the failed run left nothing to keep)
+    path = cdata.prepare(tmp_path / "d", source=good)
+    assert torch.equal(_cached(path)["test_x"], synthetic["arrays"]["test_x"])
+
+
+def test_a_new_source_replaces_a_cache_built_from_another(synthetic, tmp_path):
+    other = tmp_path / "other"
+    arrays = write_image_folder(other, make_images(20, "random", seed=7), make_images(3, "random", seed=8))
+    path = cdata.prepare(tmp_path / "d", source=synthetic["tar"])
+    assert _cached(path)["source_path"] == str(synthetic["tar"].resolve())
+    assert cdata.prepare(tmp_path / "d", source=other) == path
+    t = _cached(path)
+    assert torch.equal(t["test_x"], arrays["test_x"]) and t["source"] == "other"
+    mtime = path.stat().st_mtime_ns
+    assert cdata.prepare(tmp_path / "d", source=other) == path         # the same source: kept, not decoded again
+    assert cdata.prepare(tmp_path / "d") == path                       # no source: the cache there
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_a_truncated_cache_names_the_file_and_the_fix(synthetic, tmp_path):
+    path = cdata.prepare(tmp_path, source=synthetic["tar"])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    cdata._MEMO.clear()
+    for call in (lambda: cdata.load_split("test", tmp_path), lambda: cdata.dataset_info(tmp_path)):
+        with pytest.raises(cdata.DataIntegrityError) as err:
+            call()
+        msg = str(err.value)
+        assert str(path) in msg and "python -m pruning_lib.data prepare" in msg
+        assert "weights_only" not in msg and err.value.__cause__ is None
+    # preparing from a good source replaces it
+    cdata.prepare(tmp_path, source=synthetic["tar"])
+    assert len(cdata.load_split("test", tmp_path)) == 10 * TEST_PER_CLASS
+
+
+def test_two_prepare_runs_at_once_install_one_complete_cache(synthetic, tmp_path, monkeypatch):
+    """Overlapping writes: each run writes its own temporary file, under a lock, renamed into place."""
+    import threading
+    real_save = torch.save
+    inside = threading.Barrier(2)
+
+    def slow_save(obj, f, *args, **kwargs):        # wait (briefly) for the other run to be writing too
+        real_save(obj, f, *args, **kwargs)
+        try:
+            inside.wait(timeout=1.5)
+        except threading.BrokenBarrierError:
+            pass
+
+    monkeypatch.setattr(cdata.torch, "save", slow_save)
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(cdata.prepare(tmp_path, source=synthetic["tar"]))
+        except Exception as e:                      # noqa: BLE001 (collected and asserted below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert len(results) == 2 and results[0] == results[1]
+    assert torch.equal(_cached(results[0])["test_x"], synthetic["arrays"]["test_x"])
+    assert not list(results[0].parent.glob("*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(results[0].stat().st_mode) == 0o666 & ~umask      # an ordinary file, not a private temp
+
+
+def test_official_batches_are_unpickled_without_running_code(synthetic, tmp_path):
+    import shutil
+    folder = tmp_path / "cifar-10-batches-py"
+    shutil.copytree(synthetic["official"], folder)
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return exec, (f"open({str(marker)!r}, 'w').close()",)
+
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({"data": Payload(), "labels": [0]}, f, protocol=2)
+    with pytest.raises(cdata.DataIntegrityError, match="data_batch_1") as err:
+        cdata.prepare(tmp_path)
+    assert not marker.exists()
+    assert "exec" in str(err.value) and "--download official" in str(err.value)
+    assert _no_cache(tmp_path)
+    # the real batches were pickled under numpy 1, whose module name the restricted unpickler admits too
+    for name in ("data_batch_1", "test_batch"):
+        raw = (synthetic["official"] / name).read_bytes()
+        assert b"numpy._core.multiarray" in raw
+        (folder / name).write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    assert torch.equal(_cached(cdata.prepare(tmp_path))["test_x"], synthetic["arrays"]["test_x"])
+
+
+def test_image_folder_missing_a_class_is_refused_naming_it(synthetic, tmp_path):
+    import shutil
+    shutil.copytree(synthetic["folder"], tmp_path / "src")
+    shutil.rmtree(tmp_path / "src" / "test" / "truck")
+    with pytest.raises(cdata.DataIntegrityError, match="test/truck"):
+        cdata.prepare(tmp_path / "d", source=tmp_path / "src")
+    (tmp_path / "src" / "train" / "cat" / "0000.png").unlink()
+    shutil.copytree(synthetic["folder"] / "test" / "truck", tmp_path / "src" / "test" / "truck")
+    with pytest.raises(cdata.DataIntegrityError, match="train/cat"):      # 59 cats, 60 of every other class
+        cdata.prepare(tmp_path / "d", source=tmp_path / "src")
+    assert _no_cache(tmp_path / "d")
+
+
+def test_a_non_image_file_and_a_wrong_size_image_are_named(synthetic, tmp_path):
+    import shutil
+    from PIL import Image
+    shutil.copytree(synthetic["folder"], tmp_path / "src")
+    bad = tmp_path / "src" / "train" / "dog" / "0005.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(cdata.DataIntegrityError, match="train/dog/0005.png") as err:
+        cdata.prepare(tmp_path / "d", source=tmp_path / "src")
+    assert "--source" in str(err.value)
+    Image.new("RGB", (28, 28)).save(bad)
+    with pytest.raises(cdata.DataIntegrityError, match=r"train/dog/0005.png.*28x28"):
+        cdata.prepare(tmp_path / "d", source=tmp_path / "src")
+    bad.unlink()
+    (tmp_path / "src" / "train" / "dog" / "notes.txt").write_text("x")      # not an image file at all
+    shutil.copy(synthetic["folder"] / "train" / "dog" / "0005.png", bad)
+    with pytest.raises(cdata.DataIntegrityError, match="train/dog/notes.txt"):
+        cdata.prepare(tmp_path / "d", source=tmp_path / "src")
+
+
+def test_copy_argument_is_validated_and_never_swapped(synthetic, tmp_path):
+    cdata.prepare(tmp_path, source=synthetic["official"])
+    with pytest.raises(DataNotFoundError, match="jpeg") as err:
+        cdata.load_split("test", tmp_path, copy="jpeg")
+    assert "--download jpeg" in str(err.value) and "official" in str(err.value)
+    with pytest.raises(DataNotFoundError, match="jpeg"):
+        cdata.dataset_info(tmp_path, copy="jpeg")
+    with pytest.raises(ValueError, match="bogus"):
+        cdata.load_split("test", tmp_path, copy="bogus")
+    assert cdata.load_split("test", tmp_path, copy="official").copy == "official"
+
+
+def test_prepare_with_only_a_cache_reports_it(synthetic, tmp_path, capsys):
+    import shutil
+    cdata.prepare(tmp_path / "a", source=synthetic["tar"])
+    shutil.copytree(tmp_path / "a" / "cache", tmp_path / "b" / "cache")          # a cache, no source
+    cdata.main(["prepare", "--data-dir", str(tmp_path / "b")])
+    out = capsys.readouterr()
+    assert "No CIFAR-10 found" not in out.out + out.err
+    assert f"{10 * TEST_PER_CLASS} test images" in out.out
+
+
+# --------------------------------------------------------------------------- the verified download (issue 21)
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve():
+    """serve(file) -> the URL of ``file`` on a local HTTP server (127.0.0.1, a free port, in a thread)."""
+    servers = []
+
+    def start(path: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(path.parent))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}/{path.name}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+COMMIT = "abc1234" + "0" * 33
+
+
+@pytest.fixture(scope="module")
+def jpeg_archive(tmp_path_factory):
+    """A small JPEG copy packed like GitHub's archive (one top folder, a README), and its pinned record."""
+    root = tmp_path_factory.mktemp("jpeg")
+    write_image_folder(root / "src", make_images(6, "random", seed=3), make_images(2, "random", seed=4), suffix=".jpg")
+    (root / "src" / "README.md").write_text("CIFAR-10 images\n")
+    tar = _write_tar(root / "src", root / f"{COMMIT}.tar.gz", top=f"CIFAR-10-images-{COMMIT}")
+    pinned = {"repository": "someone/CIFAR-10-images", "commit": COMMIT, "url": "http://127.0.0.1:9/x.tar.gz",
+              "folders": cdata.content_digests(cdata._read_image_tar(tar))}
+    return {"src": root / "src", "tar": tar, "pinned": pinned}
+
+
+def test_download_fetches_verifies_and_caches_the_pinned_copy(jpeg_archive, serve, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cdata, "pinned_jpeg", lambda: jpeg_archive["pinned"])
+    monkeypatch.setenv(cdata.URL_ENV, serve(jpeg_archive["tar"]))
+    cdata.main(["prepare", "--data-dir", str(tmp_path)])             # nothing there: downloads
+    out = capsys.readouterr()
+    assert "downloading the pinned JPEG copy" in out.err and "60 train + 20 test images" in out.out
+    t = _cached(tmp_path / "cache" / "cifar10-jpeg.pt")
+    assert t["copy"] == "jpeg" and torch.equal(torch.bincount(t["test_y"]), torch.full((10,), 2))
+    kept = tmp_path / f"cifar10-jpg-{COMMIT[:8]}.tar.gz"
+    assert kept.read_bytes() == jpeg_archive["tar"].read_bytes() and t["source"] == kept.name
+    assert not list(tmp_path.glob(".*.part"))
+    # later runs neither download nor decode again
+    monkeypatch.setenv(cdata.URL_ENV, "http://127.0.0.1:9/unreachable.tar.gz")
+    mtime = (tmp_path / "cache" / "cifar10-jpeg.pt").stat().st_mtime_ns
+    cdata.main(["prepare", "--data-dir", str(tmp_path)])
+    assert cdata.prepare(tmp_path, download="jpeg") == tmp_path / "cache" / "cifar10-jpeg.pt"
+    assert (tmp_path / "cache" / "cifar10-jpeg.pt").stat().st_mtime_ns == mtime
+
+
+def test_a_downloaded_copy_that_differs_is_refused_naming_the_folder(jpeg_archive, synthetic, serve, tmp_path,
+                                                                     monkeypatch):
+    import shutil
+    from PIL import Image
+    shutil.copytree(jpeg_archive["src"], tmp_path / "src")
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "src" / "train" / "cat" / "0002.jpg")   # one replaced
+    modified = _write_tar(tmp_path / "src", tmp_path / "modified.tar.gz", top=f"CIFAR-10-images-{COMMIT}")
+    monkeypatch.setattr(cdata, "pinned_jpeg", lambda: jpeg_archive["pinned"])
+    monkeypatch.setenv(cdata.URL_ENV, serve(modified))
+    data_dir = tmp_path / "data"
+    with pytest.raises(SystemExit) as err:
+        cdata.main(["prepare", "--data-dir", str(data_dir), "--download", "jpeg"])
+    msg = str(err.value)
+    assert "not the pinned JPEG copy" in msg and "train/cat (same count, other contents)" in msg
+    assert "train/dog" not in msg and "--download jpeg" in msg                     # what differs, what to do
+    assert _no_cache(data_dir) and not list(data_dir.glob("*.tar.gz")) and not list(data_dir.glob(".*.part"))
+    # another (PNG) copy served at the URL is not taken for the JPEG one either
+    monkeypatch.setenv(cdata.URL_ENV, serve(synthetic["tar"]))
+    with pytest.raises(cdata.DataIntegrityError, match="not the pinned JPEG copy"):
+        cdata.prepare(data_dir, download="jpeg")
+    assert _no_cache(data_dir)
+    monkeypatch.setenv(cdata.URL_ENV, serve(jpeg_archive["tar"]))                # the unmodified archive: accepted
+    assert cdata.prepare(data_dir, download="jpeg") == data_dir / "cache" / "cifar10-jpeg.pt"
+
+
+SHARED_ARCHIVE = Path(cdata.__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
+
+
+@pytest.mark.skipif(not SHARED_ARCHIVE.exists(), reason=f"needs {SHARED_ARCHIVE} (../shared beside the repository)")
+def test_the_real_jpeg_copy_downloads_decodes_and_matches_the_pinned_checksums(serve, tmp_path, monkeypatch):
+    """The full path on the real archive (file for file the pinned GitHub commit), served locally."""
+    monkeypatch.setenv(cdata.URL_ENV, serve(SHARED_ARCHIVE))
+    start = time.perf_counter()
+    path = cdata.prepare(tmp_path, download="jpeg")
+    seconds = time.perf_counter() - start
+    t = _cached(path)
+    assert path.name == "cifar10-jpeg.pt" and t["copy"] == "jpeg"
+    assert t["train_x"].shape == (50_000, 3, 32, 32) and t["test_x"].shape == (10_000, 3, 32, 32)
+    assert torch.equal(torch.bincount(t["train_y"]), torch.full((10,), 5_000))
+    assert torch.equal(torch.bincount(t["test_y"]), torch.full((10,), 1_000))
+    digest = hashlib.sha256(SHARED_ARCHIVE.read_bytes()).hexdigest()
+    assert t["source_id"] == f"sha256:{digest}"
+    print(f"download + verify + decode of {SHARED_ARCHIVE.stat().st_size:,} bytes: {seconds:.1f} s")
+
+
+def test_the_pinned_record_covers_every_folder_of_the_full_copy():
+    pinned = cdata.pinned_jpeg()
+    assert pinned["url"] == f"https://github.com/{pinned['repository']}/archive/{pinned['commit']}.tar.gz"
+    assert pinned["commit"] == "d7d05618061fe37d830fb0419063d113c575ccbc"
+    assert {k: v["files"] for k, v in pinned["folders"].items()} == {
+        f"{p}/{c}": n for p, n in (("train", 5_000), ("test", 1_000)) for c in CLASSES}
+
+
+def test_checksum_command_prints_the_per_folder_digests(jpeg_archive, capsys):
+    import json
+    cdata.main(["checksum", str(jpeg_archive["tar"])])
+    assert json.loads(capsys.readouterr().out) == jpeg_archive["pinned"]["folders"]
+    assert cdata.content_digests(cdata._read_image_folder(jpeg_archive["src"])) == jpeg_archive["pinned"]["folders"]
