@@ -2,50 +2,85 @@
 
 Pruning channel k of a DFC (A, D, B) deletes output filter k of every feed-in layer in A, entry k of
 every dependent layer in D (BatchNorm; a depthwise conv shrinks its channels and ``groups``), and
-input slice k of every feed-out layer in B (DFPC, Narshana et al. 2023, section 3).
+input slice k of every feed-out layer in B (DFPC, Narshana et al. 2023, section 3). In a DFC of
+``ChannelGraph.grouped`` channel k is a whole group: a grouped conv loses that group's input and
+output channels and one of its ``groups``.
 """
 from __future__ import annotations
 
 import copy
+import operator
 from collections import defaultdict
 from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .coupling import DEPENDENT, FEED_IN, FEED_OUT, DFC, ChannelGraph
+from .coupling import DEPENDENT, FEED_IN, FEED_OUT, GROUPED_IN, DFC, ChannelGraph
 
 
 class PruningError(ValueError):
     """A pruning request that cannot be carried out (the message says why and what to do)."""
 
 
+def _index(x, what: str) -> int:
+    """``x`` as a plain int: ints, NumPy integers and one-element integer tensors; not bools,
+    floats or strings (``int()`` would silently turn 1.7 into 1 and '3' into 3)."""
+    if not isinstance(x, bool) and "bool" not in str(getattr(x, "dtype", "")):
+        try:
+            return operator.index(x)
+        except TypeError:
+            pass
+    raise PruningError(f"{what} must be a plain integer index, got {x!r} ({type(x).__name__})")
+
+
 def _as_dfc(graph: ChannelGraph, key) -> DFC:
+    every = graph.dfcs + graph.unprunable + graph.grouped
     if isinstance(key, DFC):
+        if not any(key is d for d in every):
+            raise PruningError(f"DFC #{key.index} (A={key.A}) is not a DFC of this graph: it comes from "
+                               "another (or an older) discovery. Use the DFCs of the graph you pass "
+                               "(graph.dfcs), rediscovering after each prune")
         return key
-    every = graph.dfcs + graph.unprunable
-    if not isinstance(key, int) or not 0 <= key < len(every):
+    i = _index(key, "a DFC key")
+    if not 0 <= i < len(every):
         raise PruningError(f"no DFC {key!r} in this graph (it has DFCs 0..{len(every) - 1})")
-    return every[key]
+    return every[i]
+
+
+def _channels(dfc: DFC, channels) -> set[int]:
+    """The requested channel indices of ``dfc``, checked to be integers in range."""
+    try:
+        chans = {_index(c, f"a channel of DFC #{dfc.index}") for c in channels}
+    except TypeError:
+        raise PruningError(f"the channels of DFC #{dfc.index} must be a collection of indices, "
+                           f"got {channels!r}") from None
+    bad = sorted(c for c in chans if not 0 <= c < dfc.channels)
+    if bad:
+        raise PruningError(f"DFC #{dfc.index} has channels 0..{dfc.channels - 1}; got {bad[0]}..{bad[-1]}")
+    return chans
 
 
 def plan(graph: ChannelGraph, removals: Mapping) -> dict[str, dict[str, set[int]]]:
-    """Per module, the output ('out') and input ('in') indices to delete; checks the request."""
-    cut: dict[str, dict[str, set[int]]] = defaultdict(lambda: {"out": set(), "in": set()})
+    """Per module, the output ('out') and input ('in') indices to delete; checks the request
+    (a DFC given twice, by index and by object, counts once with the union of its channels)."""
+    per_dfc: dict[DFC, set[int]] = {}
     for key, channels in removals.items():
         dfc = _as_dfc(graph, key)
-        chans = sorted({int(c) for c in channels})
+        chans = _channels(dfc, channels)
+        if chans and not dfc.prunable:
+            raise PruningError(f"DFC #{dfc.index} is not prunable: {'; '.join(dfc.reasons)}")
+        per_dfc.setdefault(dfc, set()).update(chans)
+    cut: dict[str, dict[str, set[int]]] = defaultdict(lambda: {"out": set(), "in": set()})
+    for dfc, chans in per_dfc.items():
         if not chans:
             continue
-        if not dfc.prunable:
-            raise PruningError(f"DFC #{dfc.index} is not prunable: {'; '.join(dfc.reasons)}")
-        if chans[0] < 0 or chans[-1] >= dfc.channels:
-            raise PruningError(f"DFC #{dfc.index} has channels 0..{dfc.channels - 1}; got {chans[0]}..{chans[-1]}")
         if len(chans) >= dfc.channels:
             raise PruningError(f"removing all {dfc.channels} channels of DFC #{dfc.index} "
                                f"(A={dfc.A}) would cut the network in two; keep at least one channel")
+        chans = sorted(chans)
         for ref in dfc.feed_in + dfc.dependent:
-            cut[ref.module]["out"].update(ref.indices(chans))
+            cut[ref.module]["in" if ref.role == GROUPED_IN else "out"].update(ref.indices(chans))
         for ref in dfc.feed_out:
             cut[ref.module]["in"].update(ref.indices(chans))
     return dict(cut)
@@ -69,9 +104,10 @@ def shrink_module(m: nn.Module, out_drop: set[int], in_drop: set[int]) -> None:
         w = m.weight.data.index_select(0, keep_out)
         if depthwise:
             m.groups = m.in_channels = len(keep_out)
+        elif m.groups != 1:                       # whole groups: the weight's input slices stay
+            m.groups -= _whole_groups(m, out_drop, in_drop)
+            m.in_channels -= len(in_drop)
         else:
-            if m.groups != 1:
-                raise PruningError(f"cannot shrink grouped convolution (groups={m.groups})")
             keep_in = _keep(m.in_channels, in_drop, dev)
             w = w.index_select(1, keep_in)
             m.in_channels = len(keep_in)
@@ -88,8 +124,8 @@ def shrink_module(m: nn.Module, out_drop: set[int], in_drop: set[int]) -> None:
             m.bias = _param(m.bias.data.index_select(0, keep_out), m.bias.requires_grad)
         m.out_features, m.in_features = len(keep_out), len(keep_in)
     elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-        keep = _keep(m.num_features, out_drop, m.running_mean.device if m.running_mean is not None
-                     else m.weight.device)
+        state = [t for t in (m.running_mean, m.weight) if t is not None]
+        keep = _keep(m.num_features, out_drop, state[0].device if state else "cpu")
         if m.affine:
             m.weight = _param(m.weight.data.index_select(0, keep), m.weight.requires_grad)
             m.bias = _param(m.bias.data.index_select(0, keep), m.bias.requires_grad)
@@ -99,6 +135,17 @@ def shrink_module(m: nn.Module, out_drop: set[int], in_drop: set[int]) -> None:
         m.num_features = len(keep)
     else:
         raise PruningError(f"no surgery for {type(m).__name__}")
+
+
+def _whole_groups(m: nn.Conv2d, out_drop: set[int], in_drop: set[int]) -> int:
+    """How many groups of a grouped conv the drops remove; an error unless they are whole groups,
+    the same ones on the input and the output side."""
+    i, o = m.in_channels // m.groups, m.out_channels // m.groups
+    gone = {c // o for c in out_drop}
+    if ({c // i for c in in_drop} != gone or len(out_drop) != o * len(gone) or len(in_drop) != i * len(gone)):
+        raise PruningError(f"grouped convolution (groups={m.groups}) can only lose whole groups, the same "
+                           "on its input and output side: prune it through its DFC in graph.grouped")
+    return len(gone)
 
 
 def _sizes(m: nn.Module) -> tuple[int, int] | None:
@@ -182,7 +229,7 @@ def predicted_parameters(model: nn.Module, graph: ChannelGraph, removals: Mappin
         if isinstance(m, nn.Conv2d):
             k = m.kernel_size[0] * m.kernel_size[1]
             out_c = m.out_channels - o
-            in_per_group = 1 if m.groups > 1 else m.in_channels - i
+            in_per_group = m.in_channels // m.groups if m.groups > 1 else m.in_channels - i
             total += out_c * in_per_group * k + (out_c if m.bias is not None else 0)
         elif isinstance(m, nn.Linear):
             total += (m.out_features - o) * (m.in_features - i) + (m.out_features - o if m.bias is not None else 0)

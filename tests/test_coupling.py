@@ -7,7 +7,8 @@ from torch import nn
 
 from pruning_lib.coupling import FEED_OUT, UntraceableModelError, discover
 from pruning_lib.models import get_model
-from toy_models import BranchNet, CatNet, ChannelPad, DataDependent, SharedBN, ShuffleNet
+from toy_models import (BranchNet, CatNet, Chain, ChannelPad, DataDependent, MyConv, OpNet, OpNet3D, SharedBN,
+                        ShuffleNet, Tied, GroupedNet, assert_exact_prune)
 
 @functools.lru_cache(maxsize=None)
 def model(name: str) -> nn.Module:
@@ -167,48 +168,211 @@ def test_padding_along_channels_is_refused():
     g = discover(ChannelPad(), (1, 3, 8, 8))
     assert g.dfcs == []              # conv1/conv2 feed the padded stream; conv3 gives the output
     reasons = " ".join(r for d in g.unprunable for r in d.reasons)
-    assert "changes the channel dimension (4 -> 8)" in reasons
+    assert "padding along the batch or channel axis at node 'pad' (pad=(0, 0, 0, 0, 2, 2)" in reasons
 
 
-@pytest.mark.parametrize("name,shape", [("resnet20", (1, 3, 32, 32)), ("torchvision/mobilenet_v2", (1, 3, 32, 32)),
-                                        ("torchvision/densenet121", (1, 3, 32, 32)), ("catnet", (1, 3, 8, 8)),
-                                        ("branchnet", (1, 3, 8, 8))])
-def test_meta_shape_propagation_matches_real_tensors(name, shape, monkeypatch):
-    """Shapes come from a run on the meta device; the real-tensor fallback must give the same graph."""
-    from pruning_lib import coupling
-    from toy_models import TOYS
-    net = TOYS[name]() if name in TOYS else model(name)
-    fast = discover(net, shape)
-
-    real_runs = []
-    run = coupling._Shapes.run
-
-    def meta_fails(self, *args, **kwargs):
-        if self.meta:
-            raise NotImplementedError("forced fallback")
-        real_runs.append(1)
-        return run(self, *args, **kwargs)
-    monkeypatch.setattr(coupling._Shapes, "run", meta_fails)
-    slow = discover(net, shape)
-    assert real_runs == [1]
-    assert fast.shapes == slow.shapes
-    assert fast.table() == slow.table()
-    assert [d.feed_out for d in fast.dfcs] == [d.feed_out for d in slow.dfcs]
+def refusal(g, module: str, role: str = "A") -> str:
+    """The reasons why the channels ``module`` feeds in (role "A") or reads (role "B") are
+    unprunable ('' when they are prunable)."""
+    assert any(module in getattr(d, role) for d in g.dfcs + g.unprunable), module
+    return "; ".join(r for d in g.unprunable if module in getattr(d, role) for r in d.reasons)
 
 
-def test_picture_and_table_of_dfcs():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from pruning_lib.viz import dfc_frame, plot_dfcs
-    net = model("resnet56")
-    g = discover(net)
-    ax = plot_dfcs(net, g)
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert [lab.split(":")[0] for lab in labels[:3]] == [f"#{d.index}" for d in g.dfcs if d.coupled]
-    rows = [t.get_text() for t in ax.texts if t.get_text().startswith("layers.") or t.get_text() in ("conv1", "fc")]
-    assert len(rows) == 58                     # stem, 54 block convs, 2 shortcuts and the fc, one row each
-    plt.close(ax.figure)
-    frame = dfc_frame(g)
-    assert len(frame) == 32 and frame["coupled"].sum() == 3 and frame.loc[0, "channels"] == 16
-    assert g.table().count("\n") == 33 and "unprunable: network output" in g.table()
+def assert_every_dfc_exact(net, g, shape, what):
+    """Each prunable DFC, pruned alone (a third of its channels), is exact in float64."""
+    for k, d in enumerate(g.dfcs):
+        assert_exact_prune(net, g, {k: list(range(0, d.channels, 3))}, shape, what=what)
+
+
+# Tensor ops returning several tensors, along the channel axis: they split or mix channels
+TUPLE_OPS_ACROSS_CHANNELS = {
+    "max_gate": lambda y: y * torch.sigmoid(y.max(dim=1, keepdim=True)[0]),
+    "min_gate": lambda y: y * torch.sigmoid(y.min(1, True)[0]),
+    "max_gate_function": lambda y: y * torch.sigmoid(torch.max(y, 1, keepdim=True)[0]),
+    "chunk_swap": lambda y: torch.cat([y.chunk(2, 1)[1], y.chunk(2, 1)[0]], 1),
+    "chunk_function_swap": lambda y: torch.cat([torch.chunk(y, 2, dim=1)[1], torch.chunk(y, 2, dim=1)[0]], 1),
+    "split_swap": lambda y: torch.cat([y.split(4, dim=1)[1], y.split(4, dim=1)[0]], 1),
+    "unbind_reversed": lambda y: torch.stack([y.unbind(1)[i] for i in reversed(range(8))], 1),
+    "sort_channels": lambda y: y.sort(dim=1)[0],
+    "topk_channels": lambda y: y.topk(8, dim=1)[0],
+    "max_over_batch": lambda y: y * torch.sigmoid(y.max(0, keepdim=True)[0]),
+}
+# ... and along a spatial axis: each result keeps the input's channels
+TUPLE_OPS_ALONG_SPACE = {
+    "chunk_rows_swap": lambda y: torch.cat([y.chunk(2, 2)[1], y.chunk(2, 2)[0]], 2),
+    "split_columns_add": lambda y: (lambda s: s[0] + s[3])(y.split(2, dim=3)),
+    "max_gate_rows": lambda y: y * torch.sigmoid(y.max(dim=2, keepdim=True)[0]),
+    "min_function_rows": lambda y: y - torch.min(y, -2, keepdim=True)[0],
+    "sort_columns": lambda y: y.sort(dim=-1)[0],
+    "topk_columns": lambda y: y.topk(3, dim=3)[0],
+}
+
+
+@pytest.mark.parametrize("name", list(TUPLE_OPS_ACROSS_CHANNELS))
+def test_tuple_ops_across_channels_are_refused(name):
+    """Issue 17: the method forms (y.max(dim=1)[0], y.chunk(2, 1), ...) hid the layers reading
+    their results, so conv1 was reported prunable; pruning then changed what the gate computes."""
+    g = discover(OpNet(TUPLE_OPS_ACROSS_CHANNELS[name]), (1, 3, 8, 8))
+    why = refusal(g, "conv1")
+    assert "along the batch or channel axis" in why or "not understood" in why, (name, why)
+    assert [d.A for d in g.dfcs] == [["conv2"]]
+
+
+@pytest.mark.parametrize("name", list(TUPLE_OPS_ALONG_SPACE))
+def test_tuple_ops_along_space_stay_channelwise_and_exact(name):
+    net = OpNet(TUPLE_OPS_ALONG_SPACE[name]).eval()
+    g = discover(net, (1, 3, 8, 8))
+    assert [d.A for d in g.dfcs] == [["conv1"], ["conv2"]], g.table()
+    assert g.dfcs[0].D == ["bn1"] and g.dfcs[0].B == ["conv2"]
+    assert_every_dfc_exact(net, g, (2, 3, 8, 8), name)
+
+
+def test_unbind_along_space_is_followed_into_a_linear_layer():
+    class Unbind(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv1(x)).mean(2).unbind(2)[5])    # (N, C, W) -> (N, C)
+
+    net = Unbind().eval()
+    g = discover(net, (1, 3, 8, 8))
+    assert [(d.A, d.B) for d in g.dfcs] == [(["conv1"], ["fc"])]
+    assert_every_dfc_exact(net, g, (2, 3, 8, 8), "unbind(2)")
+
+
+def test_tuple_result_used_whole_is_refused():
+    g = discover(OpNet(lambda y: torch.cat(y.chunk(2, 2), 2)), (1, 3, 8, 8))
+    assert "uses a tuple of tensors whole" in refusal(g, "conv1")
+
+
+# Channel-count-keeping ops that still work across channels (the count check cannot catch them)
+ACROSS_CHANNELS_4D = {
+    "pad_shift": lambda y: nn.functional.pad(y, (0, 0, 0, 0, 1, -1)),
+    "pad_shift_keyword": lambda y: nn.functional.pad(y, pad=(1, 1, 0, 0, -1, 1)),
+}
+ACROSS_CHANNELS_3D = {
+    "max_pool2d_function": lambda z: nn.functional.max_pool2d(z, (3, 1), 1, (1, 0)),
+    "avg_pool2d_module": nn.AvgPool2d((3, 1), 1, (1, 0)),
+    "zero_pad2d_module_shift": nn.ZeroPad2d((0, 0, 1, -1)),
+    "pad_shift_3d": lambda z: nn.functional.pad(z, (0, 0, 1, -1)),
+}
+
+
+@pytest.mark.parametrize("name", list(ACROSS_CHANNELS_4D) + list(ACROSS_CHANNELS_3D))
+def test_channel_shift_and_pool_across_channels_are_refused(name):
+    net = OpNet(ACROSS_CHANNELS_4D[name]) if name in ACROSS_CHANNELS_4D else OpNet3D(ACROSS_CHANNELS_3D[name])
+    g = discover(net, (1, 3, 8, 8))
+    why = refusal(g, "conv1")
+    assert ("padding along the batch or channel axis" in why or "across dim 1, the channels" in why), (name, why)
+
+
+def test_spatial_padding_and_pools_stay_channelwise_and_exact():
+    for op in (lambda y: nn.functional.pad(y, (1, 2, 0, 1)), lambda y: nn.functional.pad(y, (1, 1, 1, 1, 0, 0)),
+               lambda y: nn.functional.max_pool2d(nn.functional.pad(y, (1, 1, 1, 1), value=-1.0), 3, 1)):
+        net = OpNet(op).eval()
+        g = discover(net, (1, 3, 8, 8))
+        assert [d.A for d in g.dfcs] == [["conv1"], ["conv2"]], g.table()
+        assert_every_dfc_exact(net, g, (2, 3, 8, 8), "spatial pad")
+    net = OpNet3D(lambda z: nn.functional.pad(z, (2, 1))).eval()      # 3-D: pads width only
+    g = discover(net, (1, 3, 8, 8))
+    assert [d.A for d in g.dfcs] == [["conv1"]]
+    assert_every_dfc_exact(net, g, (2, 3, 8, 8), "3-D width pad")
+
+
+def test_conv_subclass_named_in_leaf_modules_stays_whole():
+    for leaves in (["conv2"], [MyConv]):
+        g = discover(Chain(MyConv(8, 6, 3, padding=1)), (1, 3, 8, 8), leaf_modules=leaves)
+        for module, role in (("conv1", "A"), ("fc", "B")):
+            assert "module conv2 (MyConv) is named in leaf_modules: kept whole" in refusal(g, module, role)
+    g = discover(Chain(MyConv(8, 6, 3, padding=1)), (1, 3, 8, 8))     # traced into: F.conv2d on its weight
+    assert "function conv2d at node 'conv2d' is not understood" in refusal(g, "conv1")
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")          # the old nn.utils.weight_norm is deprecated
+@pytest.mark.parametrize("wrap", ["weight_norm", "spectral_norm", "old_weight_norm", "old_spectral_norm"])
+def test_parametrised_convs_are_refused_and_not_pruned(wrap):
+    from torch.nn.utils import parametrizations
+    from pruning_lib.surgery import PruningError, prune
+    fn = {"weight_norm": parametrizations.weight_norm, "spectral_norm": parametrizations.spectral_norm,
+          "old_weight_norm": nn.utils.weight_norm, "old_spectral_norm": nn.utils.spectral_norm}[wrap]
+    net = Chain(fn(nn.Conv2d(8, 6, 3, padding=1))).eval()
+    g = discover(net, (1, 3, 8, 8))
+    for module, role in (("conv1", "A"), ("fc", "B")):
+        why = refusal(g, module, role)
+        assert "module conv2" in why and ("parametrised" in why or "computes its weight in a hook" in why), why
+    assert g.dfcs == []
+    d = g.unprunable[[x.A for x in g.unprunable].index(["conv1"])]
+    with pytest.raises(PruningError, match="not prunable: module conv2"):
+        prune(net, g, {d: [0]})
+
+
+def test_batchnorm_without_affine_or_running_stats_is_pruned_exactly():
+    net = Chain(affine=False, track_running_stats=False).eval()
+    g = discover(net, (1, 3, 8, 8))
+    assert [d.A for d in g.dfcs] == [["conv1"], ["conv2"]]
+    assert_every_dfc_exact(net, g, (4, 3, 8, 8), "BN(affine=False, track_running_stats=False)")
+
+
+def test_keyword_cat_and_batchnorm_are_followed():
+    net = Chain(keywords=True).eval()
+    g = discover(net, (1, 3, 8, 8))
+    assert [(d.A, d.D) for d in g.dfcs] == [(["conv1"], ["bn1"]), (["conv2"], ["bn2", "bn2"])]
+    assert g.dfcs[0].bn_after == {"conv1": "bn1"}
+    assert [(r.module, r.offset) for r in g.dfcs[1].dependent + g.dfcs[1].feed_out] == [
+        ("bn2", 0), ("bn2", 6), ("fc", 0), ("fc", 6)]
+    assert_every_dfc_exact(net, g, (2, 3, 8, 8), "keyword calls")
+
+
+def test_tied_weights_are_refused_not_untied():
+    g = discover(Tied(), (1, 3, 8, 8))
+    assert "module conv2: conv2.weight is tied to conv3.weight" in refusal(g, "conv1")
+    assert "module conv3: conv3.weight is tied to conv2.weight" in refusal(g, "fc", "B")
+    assert g.dfcs == []
+
+
+def test_grouped_convolutions_prune_by_whole_groups_exactly():
+    """A grouped conv's group j reads input group j only: its input and output channels are one DFC
+    whose channel is a whole group (graph.grouped), exact in float64 alone and all together."""
+    net = GroupedNet().eval()
+    g = discover(net, (1, 3, 8, 8))
+    assert g.dfcs == [] and len(g.grouped) == 4
+    blocks = {d.A[0]: {r.module + "/" + r.role: r.block for r in d.feed_in + d.dependent + d.feed_out}
+              for d in g.grouped}
+    assert blocks["c1"] == {"c1/feed_in": 2, "bn1/dependent": 2, "g/grouped_in": 2, "g/dependent": 3,
+                            "bn2/dependent": 3, "c3/feed_out": 3}
+    stream = next(d for d in g.grouped if "stem" in d.A)
+    assert stream.channels == 8 and {r.module: r.block for r in stream.dependent if r.role == "grouped_in"} == {
+        "mult": 2, "g2": 4}                 # 16 stream channels in 8 units: each one g2 group (4 of mult's 32)
+    for d in g.grouped:
+        assert_exact_prune(net, g, {d.index: list(range(0, d.channels, 2))}, (2, 3, 8, 8), what="grouped")
+    pruned = assert_exact_prune(net, g, {d.index: [d.channels - 1] for d in g.grouped}, (2, 3, 8, 8), what="all")
+    assert (pruned.g.groups, pruned.g.in_channels, pruned.g.out_channels) == (3, 6, 9)
+    assert (pruned.g2.groups, pruned.mult.groups, pruned.mult.out_channels) == (7, 14, 28)
+
+
+def test_grouped_conv_straddling_a_concatenation_is_refused():
+    g = discover(GroupedNet(straddle=True), (1, 3, 8, 8))
+    for module in ("a", "b"):
+        assert "grouped convolution g3 (groups=4): its groups of 2 channels straddle concatenated inputs" in \
+            refusal(g, module)
+
+
+def test_torchvision_resnext_and_regnet_prune_by_groups():
+    """The streams stay as they were (the grouped convs sit inside the blocks); each block's middle
+    is a DFC of whole groups (ResNeXt: 32 groups of a stage's width; RegNet: groups of 16)."""
+    from torchvision.models import regnet_x_400mf, resnext50_32x4d
+    g = discover(resnext50_32x4d(), (1, 3, 64, 64))
+    assert (len(g.dfcs), g.num_coupled, g.num_channels) == (5, 5, 3904)       # as before this change
+    assert len(g.grouped) == 16 and {d.channels for d in g.grouped} == {32}
+    assert {r for d in g.unprunable for r in d.reasons} == {
+        "network input channels", "network output"}
+    mid = next(d for d in g.grouped if d.A == ["layer1.0.conv1"])
+    assert [r.block for r in mid.feed_in] == [4] and mid.B == ["layer1.0.conv3"]
+    regnet = regnet_x_400mf().eval()
+    gr = discover(regnet, (1, 3, 64, 64))
+    assert (len(gr.dfcs), gr.num_channels, len(gr.grouped)) == (5, 688, 22)
+    assert {d.feed_in[0].block for d in gr.grouped} == {16}
+    d = max(gr.grouped, key=lambda d: d.channels)
+    assert_exact_prune(regnet, gr, {d.index: [0, 3, d.channels - 1]}, (1, 3, 32, 32), what="regnet")

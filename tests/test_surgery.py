@@ -12,7 +12,7 @@ from pruning_lib.checkpoints import load_checkpoint, save_checkpoint
 from pruning_lib.coupling import discover
 from pruning_lib.models import get_model
 from pruning_lib.surgery import PruningError, channel_counts, num_parameters, predicted_parameters, prune
-from toy_models import BranchNet, CatNet, ShuffleNet
+from toy_models import BranchNet, CatNet, Chain, GroupedNet, ShuffleNet, Tied, randomised, silence_
 
 # name -> (factory, input shape). Inputs are as small as each model accepts (CIFAR ResNets reach
 # 1x1 at 8x8, torchvision's at 32x32): the channel structure does not depend on the spatial size.
@@ -45,30 +45,6 @@ def built(name: str):
     factory, shape = MODELS[name]
     model = factory().eval()
     return model, discover(model, shape)
-
-
-def randomised(model: nn.Module, seed: int) -> nn.Module:
-    """A float64 eval copy with random BN statistics and affine terms (no channel trivially zero)."""
-    g = torch.Generator().manual_seed(seed)
-    model = copy.deepcopy(model).double().eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g, dtype=torch.float64) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g, dtype=torch.float64) * 0.1)
-    return model
-
-
-def silence_(model: nn.Module, graph, removals) -> nn.Module:
-    """Make the channels to remove carry exactly zero into every reader (in place)."""
-    with torch.no_grad():
-        for key, chans in removals.items():
-            for ref in graph.dfcs[key].feed_out:
-                model.get_submodule(ref.module).weight[:, ref.indices(chans)] = 0
-    return model
 
 
 def random_removals(graph, rng: random.Random, n_dfcs: int | None = None) -> dict:
@@ -221,19 +197,20 @@ def test_pruned_model_saves_and_loads(tmp_path, name):
 
 def test_pruned_copy_shares_no_memory_with_the_original():
     """prune() does not copy the tensors it replaces anyway; nothing of the original may leak into
-    the result, even when a layer left whole shares (ties) its weight with a pruned one."""
-    class Tied(nn.Module):
+    the result, even when a layer left whole shares a tensor (here a BN buffer) with a pruned one."""
+    class SharedBuffer(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
-            self.conv3.weight = self.conv2.weight
+            self.conv1, self.conv2 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1)
+            self.bn1, self.bn2 = nn.BatchNorm2d(8), nn.BatchNorm2d(8)
+            self.bn2.running_var = self.bn1.running_var
             self.fc = nn.Linear(8, 2)
 
         def forward(self, x):
-            y = self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x)))))
+            y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
             return self.fc(y.mean((2, 3)))
 
-    for net, shape in [(get_model("resnet20"), (1, 3, 32, 32)), (Tied(), (1, 3, 8, 8))]:
+    for net, shape in [(get_model("resnet20"), (1, 3, 32, 32)), (SharedBuffer().eval(), (1, 3, 8, 8))]:
         graph = discover(net, shape)
         first = next(d for d in graph.dfcs if "conv1" in d.A)
         pruned = prune(net, graph, {first: [0, 1]})
@@ -242,3 +219,80 @@ def test_pruned_copy_shares_no_memory_with_the_original():
         assert not any(t.data_ptr() in ptrs for t in mine if t.numel())
         with torch.no_grad():
             pruned(torch.randn(shape))
+
+
+def test_same_dfc_by_index_and_by_object_counts_once():
+    model, graph = built("resnet20")
+    d = graph.dfcs[0]
+    with pytest.raises(PruningError, match="removing all 16 channels of DFC #0.*keep at least one channel"):
+        prune(model, graph, {0: range(8), d: range(8, 16)})
+    with pytest.raises(PruningError, match="keep at least one channel"):
+        predicted_parameters(model, graph, {0: range(8), d: range(8, 16)})
+    both = prune(model, graph, {0: [1, 2], d: [2, 3]})         # the union, once
+    assert channel_counts(both)["conv1"] == 13
+    assert num_parameters(both) == predicted_parameters(model, graph, {0: [1, 2, 3]})
+
+
+def test_dfc_of_another_graph_is_refused():
+    model, graph = built("resnet20")
+    older = discover(model)
+    with pytest.raises(PruningError, match=r"DFC #0 .* is not a DFC of this graph.*another \(or an older\) discovery"):
+        prune(model, graph, {older.dfcs[0]: [0]})
+    once = prune(model, graph, {0: [1]})
+    again = discover(once)
+    with pytest.raises(PruningError, match="not a DFC of this graph"):
+        prune(once, again, {graph.dfcs[1]: [0]})
+
+
+@pytest.mark.parametrize("bad", [1.7, "3", True, 2.0, None])
+def test_channel_indices_must_be_plain_ints(bad):
+    model, graph = built("resnet20")
+    with pytest.raises(PruningError, match=r"a channel of DFC #0 must be a plain integer index, got"):
+        prune(model, graph, {0: [0, bad]})
+    with pytest.raises(PruningError, match=r"a DFC key must be a plain integer index"):
+        prune(model, graph, {bad: [0]})
+
+
+def test_integer_like_indices_are_accepted():
+    import numpy as np
+    model, graph = built("resnet20")
+    ref = num_parameters(prune(model, graph, {0: [1, 4], 2: [0]}))
+    assert num_parameters(prune(model, graph, {np.int64(0): np.array([1, 4]), 2: torch.tensor([0])})) == ref
+    with pytest.raises(PruningError, match="must be a collection of indices, got 3"):
+        prune(model, graph, {0: 3})
+
+
+def test_tied_weights_are_never_untied():
+    """A Parameter shared by two layers (conv2, conv3) is refused at discovery: no prune of the model
+    can leave one copy cut and the other whole (which raised the parameter count)."""
+    net = Tied().eval()
+    graph = discover(net, (1, 3, 8, 8))
+    assert graph.dfcs == []
+    conv1 = next(d for d in graph.unprunable if "conv1" in d.A)
+    with pytest.raises(PruningError, match=r"not prunable: module conv2: conv2.weight is tied to conv3.weight"):
+        prune(net, graph, {conv1: [0]})
+
+
+def test_batchnorm_without_affine_or_running_stats_is_pruned():
+    net = Chain(affine=False, track_running_stats=False).eval()
+    graph = discover(net, (1, 3, 8, 8))
+    pruned = prune(net, graph, {0: [0, 3], 1: [5]})
+    assert (pruned.bn1.num_features, pruned.bn2.num_features) == (6, 5)
+    assert num_parameters(pruned) == predicted_parameters(net, graph, {0: [0, 3], 1: [5]})
+    with torch.no_grad():
+        assert pruned(torch.randn(2, 3, 8, 8)).shape == (2, 4)
+
+
+def test_grouped_convs_lose_whole_groups_only():
+    net = GroupedNet().eval()
+    graph = discover(net, (1, 3, 8, 8))
+    mid = next(d for d in graph.grouped if d.A == ["c1"])
+    removals = {mid: [1, 2]}
+    pruned = prune(net, graph, removals)
+    assert (pruned.g.groups, pruned.g.in_channels, pruned.g.out_channels, pruned.c1.out_channels) == (2, 4, 6, 4)
+    assert num_parameters(pruned) == predicted_parameters(net, graph, removals)
+    from pruning_lib.surgery import shrink_module
+    with pytest.raises(PruningError, match=r"grouped convolution \(groups=4\) can only lose whole groups"):
+        shrink_module(copy.deepcopy(net.g), {0, 1, 2}, {0})                 # group 0's output, half its input
+    with pytest.raises(PruningError, match="can only lose whole groups"):
+        shrink_module(copy.deepcopy(net.g), {0, 1, 2}, {2, 3})              # group 0's output, group 1's input

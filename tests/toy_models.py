@@ -1,7 +1,51 @@
 """Small hand-written CNNs that exercise the channel graph: concatenation, flatten into Linear,
-a branch that rejoins, depthwise convs, and ops the graph must refuse."""
+a branch that rejoins, depthwise convs, and ops the graph must refuse; and the exactness check
+of a prune (the pruned model must compute what the original computes with those channels silenced)."""
+import copy
+
 import torch
 from torch import nn
+
+
+def randomised(model: nn.Module, seed: int) -> nn.Module:
+    """A float64 eval copy with random BN statistics and affine terms (no channel trivially zero)."""
+    g = torch.Generator().manual_seed(seed)
+    model = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                for t, draw in ((m.running_mean, lambda: torch.randn(n, generator=g, dtype=torch.float64) * 0.1),
+                                (m.running_var, lambda: torch.rand(n, generator=g, dtype=torch.float64) + 0.5),
+                                (m.weight, lambda: torch.rand(n, generator=g, dtype=torch.float64) + 0.5),
+                                (m.bias, lambda: torch.randn(n, generator=g, dtype=torch.float64) * 0.1)):
+                    if t is not None:
+                        t.copy_(draw())
+    return model
+
+
+def silence_(model: nn.Module, graph, removals) -> nn.Module:
+    """Make the channels to remove carry exactly zero into every reader (in place)."""
+    every = graph.dfcs + graph.unprunable + graph.grouped          # by index (a DFC's .index)
+    with torch.no_grad():
+        for key, chans in removals.items():
+            for ref in every[key].feed_out:
+                model.get_submodule(ref.module).weight[:, ref.indices(chans)] = 0
+    return model
+
+
+def assert_exact_prune(model: nn.Module, graph, removals: dict, shape: tuple, seed: int = 0, what: str = ""):
+    """Prune ``removals`` (DFC index -> channels) from a float64 copy of ``model`` whose removed
+    channels are silenced; the pruned model must compute exactly the silenced original's output."""
+    from pruning_lib.surgery import num_parameters, prune
+    reference = silence_(randomised(model, seed=seed), graph, removals)
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+    pruned = prune(reference, graph, removals)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), reference(x), rtol=1e-10, atol=1e-10,
+                                   msg=lambda m: f"{what} DFCs {sorted(removals)}: {m}")
+    assert num_parameters(pruned) < num_parameters(reference), what
+    return pruned
 
 
 class CatNet(nn.Module):
@@ -123,3 +167,104 @@ class ChannelPad(nn.Module):
         x = torch.relu(self.conv1(x))
         y = self.conv2(x) + nn.functional.pad(x, (0, 0, 0, 0, 2, 2))
         return self.conv3(torch.relu(y))
+
+
+class OpNet(nn.Module):
+    """conv1 -> BN -> ReLU -> ``op`` -> conv2 -> global pool -> fc: ``op`` (a plain function,
+    traced inline) takes and returns an 8-channel map, e.g. a max over channels used as a gate."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        y = self.op(torch.relu(self.bn1(self.conv1(x))))
+        y = torch.relu(self.conv2(y))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+class OpNet3D(nn.Module):
+    """conv1 -> mean over height, a 3-D (N, C, W) tensor -> ``op`` -> mean over width -> fc."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.op(torch.relu(self.conv1(x)).mean(2)).mean(-1))
+
+
+class MyConv(nn.Conv2d):
+    """A user's Conv2d subclass (torch.fx traces into it unless it is named in leaf_modules)."""
+
+
+class Chain(nn.Module):
+    """conv1 -> bn1 -> ReLU -> conv2 -> bn2 -> ReLU -> mean -> fc, with a replaceable conv2 and
+    BN options; ``keywords``: the BNs and torch.cat are called with keyword arguments."""
+
+    def __init__(self, conv2: nn.Module | None = None, keywords: bool = False, **bn_kwargs):
+        super().__init__()
+        self.keywords = keywords
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8, **bn_kwargs)
+        self.conv2 = conv2 if conv2 is not None else nn.Conv2d(8, 6, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(12 if keywords else 6, **bn_kwargs)
+        self.fc = nn.Linear(12 if keywords else 6, 4)
+
+    def forward(self, x):
+        if self.keywords:
+            y = torch.relu(self.bn1(input=self.conv1(x)))
+            y = self.conv2(y)
+            y = torch.relu(self.bn2(input=torch.cat(tensors=[y, y * 0.5], dim=1)))
+        else:
+            y = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        return self.fc(y.mean((2, 3)))
+
+
+class Tied(nn.Module):
+    """conv2 and conv3 share one weight Parameter (tied weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+        self.conv3.weight = self.conv2.weight
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x)))))
+        return self.fc(y.mean((2, 3)))
+
+
+class GroupedNet(nn.Module):
+    """ResNeXt-like: a bottleneck whose middle conv is grouped (4 groups), a residual stream, a
+    depthwise conv with a channel multiplier, a grouped conv added to its own input, and a grouped
+    conv reading a concatenation of two convs (``straddle``: 3 + 5 channels, groups of 2 cut
+    across the boundary, so that space is refused)."""
+
+    def __init__(self, straddle: bool = False):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.c1, self.bn1 = nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.g, self.bn2 = nn.Conv2d(8, 12, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(12)
+        self.c3, self.bn3 = nn.Conv2d(12, 16, 1, bias=False), nn.BatchNorm2d(16)
+        self.mult, self.bn4 = nn.Conv2d(16, 32, 3, padding=1, groups=16), nn.BatchNorm2d(32)
+        self.g2 = nn.Conv2d(32, 32, 1, groups=8)
+        self.a, self.b = nn.Conv2d(32, 3 if straddle else 4, 1), nn.Conv2d(32, 5 if straddle else 4, 1)
+        self.g3 = nn.Conv2d(8, 8, 3, padding=1, groups=4)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        s = torch.relu(self.bn0(self.stem(x)))
+        y = torch.relu(self.bn1(self.c1(s)))
+        y = torch.relu(self.bn2(self.g(y)))
+        s = torch.relu(s + self.bn3(self.c3(y)))
+        z = torch.relu(self.bn4(self.mult(s)))
+        z = z + self.g2(z)
+        z = torch.relu(self.g3(torch.cat([self.a(z), self.b(z)], 1)))
+        return self.fc(z.mean((2, 3)))
