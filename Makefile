@@ -33,7 +33,7 @@ ifneq ($(shell cat $(STAMP) 2>/dev/null),$(CURDIR))
 .PHONY: $(STAMP)
 endif
 
-.PHONY: help setup install data lab test nbval course bench clean
+.PHONY: help setup install data lab test nbval course bench clean test-property
 .DEFAULT_GOAL := help
 
 # help is a double-colon rule: each mk/*.mk file adds its own lines to it.
@@ -44,6 +44,7 @@ help::
 	@echo "make course  set up, then execute every notebook in order into build/notebooks/"
 	@echo "make bench   set up, then run the scripts in benchmarks/ (installs the bench extra)"
 	@echo "make setup   only the set-up: venv ($(VENV)), pinned packages, CIFAR-10 cache"
+	@echo "make test-property  the random-graph property test with PROPERTY_CASES=500 cases (nightly-style)"
 
 setup: install data
 
@@ -52,10 +53,12 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@echo "installing pruning-course and its pinned dependencies into $(VENV) (the first time downloads torch, several GB)"
-	$(PIP_INSTALL) -e ".[test]" -c constraints.txt
+	$(PIP_INSTALL) $(PIP_FROM_WHEELHOUSE) -e ".[test]" -c constraints.txt
 	@echo "$(CURDIR)" > $@
 
-# Idempotent: nothing is decoded when a cache exists (unless CIFAR_SOURCE names another copy).
+# Idempotent: nothing is decoded when a cache exists (unless CIFAR_SOURCE names another copy). With no
+# copy anywhere it downloads the pinned JPEG copy the checkpoints were trained on (GitHub, verified file
+# for file); the official copy only on request: `$(PY) -m pruning_lib.data prepare --download official`.
 data: install
 	@if [ -n "$(CIFAR_SOURCE)" ]; then \
 	  $(PY) -m pruning_lib.data prepare --data-dir "$(DATA_DIR)" --source "$(CIFAR_SOURCE)"; \
@@ -66,14 +69,16 @@ data: install
 	elif [ -f "$(SHARED_CIFAR)" ]; then \
 	  $(PY) -m pruning_lib.data prepare --data-dir "$(DATA_DIR)" --source "$(SHARED_CIFAR)"; \
 	else \
-	  echo "no CIFAR-10 in $(DATA_DIR) and no $(SHARED_CIFAR): downloading the official copy"; \
-	  $(PY) -m pruning_lib.data prepare --data-dir "$(DATA_DIR)" --download; \
+	  echo "no CIFAR-10 in $(DATA_DIR) and no $(SHARED_CIFAR): downloading the pinned JPEG copy"; \
+	  $(PY) -m pruning_lib.data prepare --data-dir "$(DATA_DIR)" --download jpeg; \
 	fi
 
+# Serves the learner's git-ignored working copies in $(LAB_DIR)/ (mk/site.mk: lab-copies, lab-reset),
+# never notebooks/, which JupyterLab would rewrite on open and save.
 # JUPYTER_PREFER_ENV_PATH: the venv's python3 kernel, not a same-named one in the user's folder.
 # Jupyter refuses to run as root (containers often do) unless told: --allow-root only in that case.
-lab: setup
-	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
+lab: setup lab-copies
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab $(LAB_DIR)/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: setup
 ifeq ($(NOTEBOOKS),)
@@ -101,12 +106,17 @@ course: setup
 	done
 
 $(BENCH_STAMP): $(STAMP)
-	$(PIP_INSTALL) -e ".[test,bench]" -c constraints.txt
+	$(PIP_INSTALL) $(PIP_FROM_WHEELHOUSE) -e ".[test,bench]" -c constraints.txt
 	@touch $@
 
 bench: setup $(BENCH_STAMP)
 	@test -n "$(BENCHMARKS)" || { echo "no scripts in benchmarks/ yet"; exit 0; }
 	@set -e; for f in $(BENCHMARKS); do echo "running $$f"; $(PY) "$$f"; done
+
+# Nightly-style: the random-graph property test with many more cases than `make test` runs (about a minute).
+PROPERTY_CASES ?= 500
+test-property: setup
+	PRUNING_PROPERTY_CASES=$(PROPERTY_CASES) $(PY) -m pytest tests/test_graph_properties.py -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

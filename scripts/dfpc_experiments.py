@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from pruning_lib.checkpoints import load_checkpoint
-from pruning_lib.data import default_data_dir, load_split
-from pruning_lib.global_pruning import PruningTarget, global_prune
+from pruning_lib.data import CIFAR10Split, default_data_dir, load_split
+from pruning_lib.global_pruning import GlobalPruningResult, PruningTarget, global_prune
 from pruning_lib.measure import compare_latency, speedups
 from pruning_lib.train import evaluate, fine_tune
 
@@ -40,7 +40,8 @@ def best_within(rows: list[dict], drop: float, key: str = "speedup") -> dict | N
     return max(ok, key=lambda r: r[key]) if ok else None
 
 
-def main(argv=None) -> dict:
+def parser() -> argparse.ArgumentParser:
+    """The command line; a results file records the parsed settings (``settings``)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="resnet56", help="checkpoint name in data/checkpoints")
     p.add_argument("--test-subset", type=int, default=2000, help="test images (class-balanced; 0: all 10,000)")
@@ -58,7 +59,28 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu", help="device for evaluation and fine-tuning (timing: CPU)")
     p.add_argument("--align", type=int, default=1, help="keep channel counts multiples of this")
     p.add_argument("--out", default=None)
-    a = p.parse_args(argv)
+    return p
+
+
+def accuracy_split(test_subset: int, copy: str | None = None) -> CIFAR10Split:
+    """The images every step is evaluated on: ``test``, or its class-balanced subset of ``test_subset``."""
+    test = load_split("test", copy=copy)
+    return test.subset(test_subset, seed=0) if test_subset else test
+
+
+def prune_curve(model: torch.nn.Module, label: str, a: argparse.Namespace, test: CIFAR10Split | None, *,
+                max_steps: int | None = None, progress: bool = True) -> GlobalPruningResult:
+    """One method's curve as :func:`main` runs it with settings ``a``. ``test=None`` measures no
+    accuracy (so there is no accuracy stop) and ``max_steps`` cuts the run short: a cheap rerun of
+    a stored curve's first steps (``tests/test_stored_results.py``)."""
+    crit, coupled = METHODS[label]
+    target = PruningTarget(accuracy_drop=a.stop_drop if test is not None else None, channels=a.max_fraction)
+    return global_prune(model, crit, target, step_fraction=a.step_fraction, coupled=coupled, eval_split=test,
+                        name=a.model, align=a.align, max_steps=max_steps, progress=progress)
+
+
+def main(argv=None) -> dict:
+    a = parser().parse_args(argv)
     torch.set_num_threads(a.threads)
     lat_threads = a.latency_threads or a.threads
     t_start = time.perf_counter()
@@ -71,9 +93,7 @@ def main(argv=None) -> dict:
         out.write_text(json.dumps(result, indent=1))
 
     model, meta = load_checkpoint(default_data_dir() / "checkpoints" / f"{a.model}.pt")
-    test = load_split("test")
-    if a.test_subset:
-        test = test.subset(a.test_subset, seed=0)
+    test = accuracy_split(a.test_subset, copy=meta.get("data_copy"))     # the copy it was trained on
     dev = torch.device(a.device)
     test_dev = test          # on the CPU: evaluate() moves each batch to the model (a split on the GPU trips it)
     model = model.to(dev)
@@ -85,10 +105,7 @@ def main(argv=None) -> dict:
                                   f"median of {a.latency_repeats}, interleaved with the unpruned model"}
     runs = {}
     for label in a.methods.split(","):
-        crit, coupled = METHODS[label]
-        r = global_prune(model, crit, PruningTarget(accuracy_drop=a.stop_drop, channels=a.max_fraction),
-                         step_fraction=a.step_fraction, coupled=coupled, eval_split=test_dev, name=a.model,
-                         align=a.align)
+        r = prune_curve(model, label, a, test_dev)
         runs[label] = r
         print(r.report.table(), flush=True)
 
@@ -124,7 +141,7 @@ def main(argv=None) -> dict:
 
     # short fine-tune of each method's most pruned model
     if a.finetune_epochs:
-        train = load_split("train")
+        train = load_split("train", copy=meta.get("data_copy"))
         if a.finetune_subset:
             train = train.subset(a.finetune_subset, seed=0)
         train = train.to(dev)

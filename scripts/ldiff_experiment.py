@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from pruning_lib.checkpoints import load_checkpoint
-from pruning_lib.data import default_data_dir
-from pruning_lib.ldiff import ldiff_experiment
+from pruning_lib.data import default_data_dir, load_split
+from pruning_lib.ldiff import LdiffResult, ldiff_experiment
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line; a results file records the settings it resolved to (``fraction``, ``seeds``...)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help="checkpoint names in data/checkpoints (e.g. resnet20 resnet56)")
     p.add_argument("--fraction", type=float, default=0.5)
@@ -31,15 +32,26 @@ def main(argv=None) -> None:
     p.add_argument("--eval-images", type=int, default=1000, help="class-balanced val images (0 = all 2000)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(model: torch.nn.Module, name: str, args: argparse.Namespace, **kw) -> LdiffResult:
+    """The experiment on one model as :func:`main` runs it; ``kw`` (e.g. ``seeds``, ``layers``)
+    overrides arguments for a shortened rerun."""
+    settings = dict(fraction=args.fraction, seeds=args.seeds, distance=args.distance,
+                    stats_per_class=args.stats_per_class, eval_images=args.eval_images or None, progress=True)
+    return ldiff_experiment(model, name, **{**settings, **kw})
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     results = {}
     for name in args.models:
         model, meta = load_checkpoint(default_data_dir() / "checkpoints" / f"{name}.pt")
         t0 = time.perf_counter()
-        r = ldiff_experiment(model, name, fraction=args.fraction, seeds=args.seeds, distance=args.distance,
-                             stats_per_class=args.stats_per_class, eval_images=args.eval_images or None,
-                             progress=True)
+        copy = meta.get("data_copy")                 # the copy the checkpoint was trained on
+        r = run(model, name, args, stats_split=load_split("dist", copy=copy), eval_split=load_split("val", copy=copy))
         print(f"\n{name} (val[{r.eval_images}] accuracy {r.base_accuracy:.2f} %, {args.distance}, "
               f"{time.perf_counter() - t0:.0f} s)")
         print(r.table())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -37,7 +38,8 @@ PAPER = {"resnet56": {0.035: -1.47, 0.076: -4.82, 0.123: -9.86},
          "resnet20": {0.024: -1.4, 0.048: -4.7, 0.071: -9.41}}
 
 
-def main(argv=None) -> dict:
+def parser() -> argparse.ArgumentParser:
+    """The command line; a results file records the command it was run with (``command``)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=sorted(PAPER), default="resnet20")
     p.add_argument("--checkpoint", default=None, help="default data/checkpoints/<model>.pt")
@@ -47,21 +49,68 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="default data/results/tvsprune_<model>.json")
-    a = p.parse_args(argv)
+    return p
+
+
+def command(a: argparse.Namespace) -> str:
+    """The command that reproduces the results: the model, and every option that changes them and
+    differs from its default (``tests/test_stored_results.py`` reruns a file from this)."""
+    default = parser().parse_args([])
+    cmd = f"python scripts/tvsprune_experiments.py --model {a.model}"
+    cmd += f" --device {a.device}" if a.device != "cpu" else ""
+    cmd += f" --checkpoint {shlex.quote(a.checkpoint)}" if a.checkpoint else ""
+    cmd += " --targets " + " ".join(f"{t:g}" for t in a.targets) if a.targets else ""
+    cmd += f" --max-step {a.max_step:g}" if a.max_step != default.max_step else ""
+    cmd += f" --seeds {a.seeds}" if a.seeds != default.seeds else ""
+    return cmd
+
+
+def checkpoint_path(a: argparse.Namespace) -> Path:
+    """The checkpoint pruned: ``--checkpoint``, else ``data/checkpoints/<model>.pt``."""
+    return Path(a.checkpoint) if a.checkpoint else ROOT / "data" / "checkpoints" / f"{a.model}.pt"
+
+
+def target_sparsities(a: argparse.Namespace) -> list[float]:
+    """The parameter sparsities run: ``--targets``, else the paper's for the model."""
+    return a.targets or sorted(PAPER[a.model])
+
+
+def bn_cutout(meta: dict) -> int:
+    """The Cutout side the checkpoint was trained with (BN recalibration shows the samples the same way)."""
+    return int((meta.get("recipe") or {}).get("cutout", 0) or 0)
+
+
+def iter_tvs(model: torch.nn.Module, dist, val, target: float, a: argparse.Namespace, **kw) -> T.IterResult:
+    """IterTVSPrune as :func:`main` runs it; ``kw`` (e.g. ``max_iterations``) shortens a rerun."""
+    return T.iter_tvs_prune(model, dist, val, target_sparsity=target, max_step=a.max_step, name=a.model, **kw)
+
+
+def recalibrate(m: torch.nn.Module, dist, cutout: int, augment: bool = True, variance: bool = True) -> torch.nn.Module:
+    """BN recalibration on ``dist`` as :func:`main` applies it (a copy; the model is not modified)."""
+    return T.bn_recalibrate(m, dist, augment=augment, cutout=cutout, variance=variance)
+
+
+def baseline(model: torch.nn.Module, graph, criterion: str, target: float, seed: int = 0) -> T.OneShotResult:
+    """The L1 or random baseline at ``target`` with TVSPrune's allocation rule (as :func:`main`)."""
+    return T.prune_to_sparsity(model, T.baseline_scores(model, graph, criterion, seed=seed), target)
+
+
+def main(argv=None) -> dict:
+    a = parser().parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.time()
-    ckpt = Path(a.checkpoint) if a.checkpoint else ROOT / "data" / "checkpoints" / f"{a.model}.pt"
+    ckpt = checkpoint_path(a)
     model, meta = load_checkpoint(ckpt)
     model = model.to(a.device).eval()
-    dist, val, test = (load_split(s) for s in ("dist", "val", "test"))
-    cutout = int((meta.get("recipe") or {}).get("cutout", 0) or 0)
+    dist, val, test = (load_split(s, copy=meta.get("data_copy")) for s in ("dist", "val", "test"))
+    cutout = bn_cutout(meta)
     base_test = evaluate(model, test)
     graph = discover(model)
-    targets = a.targets or sorted(PAPER[a.model])
+    targets = target_sparsities(a)
     tvs_once = T.tvs_scores(model, dist, graph)
 
     def recal(m, augment=True, variance=True):
-        return T.bn_recalibrate(m, dist, augment=augment, cutout=cutout, variance=variance)
+        return recalibrate(m, dist, cutout, augment=augment, variance=variance)
 
     def entry(m, sparsity, **extra):
         acc = evaluate(m, test)
@@ -71,7 +120,7 @@ def main(argv=None) -> dict:
     rows = []
     for tgt in targets:
         print(f"target {100 * tgt:.1f} %", flush=True)
-        res = T.iter_tvs_prune(model, dist, val, target_sparsity=tgt, max_step=a.max_step, name=a.model)
+        res = iter_tvs(model, dist, val, tgt, a)
         row = {"target_%": round(100 * tgt, 2), "paper_drop": PAPER[a.model].get(round(tgt, 3)),
                "iter_tvs": entry(res.model, res.sparsity, steps=len(res.report.steps) - 1,
                                  iterations=res.iterations, stop=res.stop_reason,
@@ -82,13 +131,13 @@ def main(argv=None) -> dict:
                "report": res.report.to_dict()}
         once = T.prune_to_sparsity(model, tvs_once, tgt)
         row["tvs_oneshot"] = entry(once.model, once.sparsity)
-        l1 = T.prune_to_sparsity(model, T.baseline_scores(model, graph, "l1"), tgt)
+        l1 = baseline(model, graph, "l1", tgt)
         row["l1"] = entry(l1.model, l1.sparsity)
         row["l1_bn"] = entry(recal(l1.model), l1.sparsity)
         row["l1_bn_mean"] = entry(recal(l1.model, variance=False), l1.sparsity)
         rnd, rnd_bn, rnd_bn_mean = [], [], []
         for seed in range(a.seeds):
-            r = T.prune_to_sparsity(model, T.baseline_scores(model, graph, "random", seed=seed), tgt)
+            r = baseline(model, graph, "random", tgt, seed=seed)
             rnd.append(entry(r.model, r.sparsity, seed=seed))
             rnd_bn.append(entry(recal(r.model), r.sparsity, seed=seed))
             rnd_bn_mean.append(entry(recal(r.model, variance=False), r.sparsity, seed=seed))
@@ -105,8 +154,7 @@ def main(argv=None) -> dict:
            "checkpoint_test_accuracy": meta.get("test_accuracy"), "base_test_accuracy": base_test,
            "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else platform.processor() or "cpu",
            "max_step": a.max_step, "seeds": a.seeds, "bn_cutout": cutout,
-           "command": f"python scripts/tvsprune_experiments.py --model {a.model}"
-                      + (f" --device {a.device}" if a.device != "cpu" else ""),
+           "command": command(a),
            "wall_s": round(time.time() - t0, 1), "rows": rows}
     path = Path(a.out) if a.out else ROOT / "data" / "results" / f"tvsprune_{a.model}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
