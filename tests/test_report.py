@@ -1,7 +1,7 @@
 """report: rows, the printed table and the dict round trip of a pruning run."""
 import pytest
 
-from pruning_lib.report import PruningReport, PruningStep
+from pruning_lib.pruning.report import PruningReport, PruningStep
 
 
 def report():

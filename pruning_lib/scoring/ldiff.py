@@ -6,7 +6,7 @@ of that layer goes. Its formula is not recoverable (``shared/papers/tvsprune.md`
 defines it and tests the claim.
 
 Definition (this project). For a layer with filter scores s_1..s_n >= 0 (TVSPrune's score: min over
-class pairs of the Gaussian distance, :func:`pruning_lib.class_statistics.filter_scores`),
+class pairs of the Gaussian distance, :func:`pruning_lib.scoring.class_statistics.filter_scores`),
 
     LDIFF = Gini(s) = sum_i sum_j |s_i - s_j| / (2 n^2 mean(s))       in [0, 1 - 1/n].
 
@@ -38,11 +38,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data as cdata
+from .. import sources
+from ..graph.discovery import discover
+from ..graph.types import ChannelGraph
+from ..measure.accuracy import evaluate
+from ..sources import DataSource
+from ..surgery.prune import prune
 from .class_statistics import collect_statistics, filter_scores
-from .coupling import ChannelGraph, discover
-from .surgery import prune
-from .train import evaluate
 
 
 # --------------------------------------------------------------------------- the statistic
@@ -200,8 +202,8 @@ def single_layer_dfcs(graph: ChannelGraph) -> tuple[list, list[str]]:
 @torch.no_grad()
 def ldiff_experiment(model: nn.Module, model_name: str = "model", fraction: float = 0.5,
                      seeds: Sequence[int] = (0, 1, 2), distance: str = "hellinger_lb",
-                     stats_split: cdata.CIFAR10Split | str = "dist", stats_per_class: int | None = None,
-                     eval_split: cdata.CIFAR10Split | str = "val", eval_images: int | None = 1000,
+                     stats_split: DataSource = "dist", stats_per_class: int | None = None,
+                     eval_split: DataSource = "val", eval_images: int | None = 1000,
                      input_shape: tuple = (1, 3, 32, 32), layers: Sequence[str] | None = None,
                      batch_size: int = 500, progress: bool = False) -> LdiffResult:
     """Test TVSPrune's LDIFF claim on ``model``: LDIFF of each single-layer DFC (filter scores from
@@ -231,8 +233,10 @@ def ldiff_experiment(model: nn.Module, model_name: str = "model", fraction: floa
         bns[a] = d.bn_after[a]
     stats = collect_statistics(model, stats_split, modules=list(bns.values()), per_class=stats_per_class)
     scores = filter_scores(stats, distance)
-    if isinstance(eval_split, str):
-        eval_split = cdata.load_split(eval_split)
+    eval_split = sources.resolve(eval_split)
+    if not sources.is_split(eval_split):
+        raise TypeError("ldiff_experiment evaluates on a course CIFAR10Split (eval_images subsets it); got "
+                        f"{type(eval_split).__name__}")
     if eval_images is not None and eval_images < len(eval_split):
         eval_split = eval_split.subset(eval_images, seed=0)
     base = evaluate(model, eval_split, batch_size=batch_size)
