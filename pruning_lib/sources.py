@@ -37,6 +37,8 @@ def resolve(data: DataSource) -> DataSource:
 
 
 def _check_iterable(data) -> None:
+    if is_split(data):
+        return
     if isinstance(data, (torch.Tensor, bytes, dict)) or not isinstance(data, Iterable):
         raise DataSourceError(
             f"expected a data source: a DataLoader (or any iterable of (inputs, labels) batches), a course "

@@ -151,7 +151,7 @@ def read_checkpoint(path: str | Path) -> dict:
     ckpt = _load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pruning-course checkpoint (expected format {FORMAT}); "
-                              "save models with pruning_lib.checkpoints.save_checkpoint")
+                              "save models with pruning_lib.course.checkpoints.save_checkpoint")
     if "shards" in ckpt:
         ckpt = {**{k: v for k, v in ckpt.items() if k != "shards"}, "state_dict": _read_shards(path, ckpt["shards"])}
     return ckpt

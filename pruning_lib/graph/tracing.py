@@ -14,6 +14,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
+from ..surgery.handlers import is_batchnorm
 from .types import UntraceableModelError
 
 class _LeafTracer(torch.fx.Tracer):
@@ -158,7 +159,7 @@ class _Shapes(torch.fx.Interpreter):
             return submod(*args, **kwargs)
         x = args[0] if args else None
         if type(submod) in _SHAPE_PRESERVING and isinstance(x, torch.Tensor) and len(args) == 1 and not kwargs:
-            if isinstance(submod, nn.modules.batchnorm._BatchNorm) and (x.dim() < 2 or x.shape[1] != submod.num_features):
+            if is_batchnorm(submod) and (x.dim() < 2 or x.shape[1] != submod.num_features):
                 raise ValueError(f"{target} expects {submod.num_features} channels, got input {tuple(x.shape)}")
             return torch.empty_like(x)          # BN, activations: the meta kernels are slow decompositions
         state = {k: _meta(v) for k, v in submod.named_parameters()}

@@ -3,7 +3,7 @@
 DFPC's motivation: in a ResNet-50 the conv/linear layers whose input or output channels are coupled
 (read from or written to a residual stream) take more than 66 % of CPU inference time, so a method
 that only prunes inside blocks leaves most of the time untouched. :func:`coupled_time_share`
-measures that share for any model and its :class:`~pruning_lib.coupling.ChannelGraph`: each conv
+measures that share for any model and its :class:`~pruning_lib.graph.ChannelGraph`: each conv
 and linear layer is wrapped in a ``torch.profiler`` label (``record_function``) through forward
 hooks, the model is profiled over a few forward passes, and the labelled CPU times are summed.
 """

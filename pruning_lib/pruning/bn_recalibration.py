@@ -22,7 +22,8 @@ def bn_recalibrate(model: nn.Module, data: DataSource = "dist", inplace: bool = 
     return to eval mode. Weights are untouched; copy unless ``inplace``.
 
     ``data``: a DataLoader of (inputs, labels) (its batches as they come: augment in its dataset) or
-    a course split (name). ``augment`` (default for a split; a loader is never augmented here): show the samples as training did (random crop and flip, plus Cutout of
+    a course split (name). ``augment`` (the default for a split; a loader is not augmented here):
+    show the samples as training did (random crop and flip, plus Cutout of
     side ``cutout`` if the checkpoint was trained with it; ``passes`` passes, seeded), because the
     running statistics the weights were trained with describe augmented inputs: measured on our
     ResNet-20, recalibrating the UNPRUNED model on plain images costs about 3 points of val accuracy,

@@ -73,13 +73,8 @@ def _count(removals: Mapping) -> int:
 
 # --------------------------------------------------------------------------- one shot
 
-@dataclass
-class OneShotResult:
-    """A one-shot pruning: the smaller model, the channels removed per DFC (by DFC index of the
-    original graph), and the parameter counts before and after."""
-    model: nn.Module
-    removals: dict[int, list[int]]
-    scores: ChannelScores
+class _Sparsity:
+    """The fraction of the parameters a result removed (from its ``parameters_before``/``_after``)."""
     parameters_before: int
     parameters_after: int
 
@@ -87,6 +82,17 @@ class OneShotResult:
     def sparsity(self) -> float:
         """Fraction of the parameters removed."""
         return 1.0 - self.parameters_after / self.parameters_before
+
+
+@dataclass
+class OneShotResult(_Sparsity):
+    """A one-shot pruning: the smaller model, the channels removed per DFC (by DFC index of the
+    original graph), and the parameter counts before and after."""
+    model: nn.Module
+    removals: dict[int, list[int]]
+    scores: ChannelScores
+    parameters_before: int
+    parameters_after: int
 
     @property
     def channels_removed(self) -> int:
@@ -152,7 +158,7 @@ class Attempt:
 
 
 @dataclass
-class IterResult:
+class IterResult(_Sparsity):
     """IterTVSPrune's outcome: the final model, the per-step report (accuracy on ``val``), every
     attempt (accepted or not), why it stopped, and the sparsity reached."""
     model: nn.Module
@@ -163,10 +169,6 @@ class IterResult:
     parameters_after: int
     eps: float
     removed: dict[tuple, int] = field(default_factory=dict)      # feed-in names of a DFC -> channels removed
-
-    @property
-    def sparsity(self) -> float:
-        return 1.0 - self.parameters_after / self.parameters_before
 
     @property
     def iterations(self) -> int:
@@ -311,7 +313,7 @@ def iter_tvs_prune(model: nn.Module, data: DataSource = "dist", evaluate: Evalua
 # --------------------------------------------------------------------------- baselines
 
 def baseline_scores(model: nn.Module, graph: ChannelGraph, criterion: str, seed: int = 0) -> ChannelScores:
-    """L1 (of the feed-in filters, summed over A) or random scores, from :mod:`pruning_lib.criteria`."""
+    """L1 (of the feed-in filters, summed over A) or random scores, from :mod:`pruning_lib.scoring.magnitude`."""
     if criterion == "l1":
         return l1_scores(model, graph)
     if criterion == "random":

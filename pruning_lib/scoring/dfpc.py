@@ -183,6 +183,7 @@ def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape
     coupled stream channel, which has many pairs, scores far above a channel inside a block;
     ``"mean"`` divides S_k by the DFC's number of pairs (what the released code's comment calls
     "mean normalised", while its code compares the raw sums), an ablation of that imbalance.
+    ``data`` is ignored: the bound is data-free (it is there for the criterion protocol).
     """
     if normalise not in NORMALISATIONS:
         raise ValueError(f"normalise={normalise!r}: choose one of {NORMALISATIONS}")
