@@ -92,3 +92,6 @@ class _Desc:
     def layout(self) -> list:
         return [(s.length, s.width) for s in self.segs] + [self.stride]
 
+
+
+__all__ = ["_Spaces", "_Seg", "_Desc"]    # internal to the graph pass
