@@ -12,7 +12,6 @@ max_k s_k), i.e. when s_j <= eps * mean(s): the ratio ``s_j / mean(s)`` is what 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 

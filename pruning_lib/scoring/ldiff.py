@@ -41,7 +41,6 @@ from torch import nn
 from .. import sources
 from ..graph.discovery import discover
 from ..graph.types import ChannelGraph
-from ..measure.accuracy import evaluate
 from ..sources import DataSource
 from ..surgery.prune import prune
 from .class_statistics import collect_statistics, filter_scores
@@ -209,8 +208,9 @@ def ldiff_experiment(model: nn.Module, model_name: str = "model", fraction: floa
     """Test TVSPrune's LDIFF claim on ``model``: LDIFF of each single-layer DFC (filter scores from
     ``stats_split``) against the accuracy drop of pruning ``fraction`` of that layer's channels at
     random (each seed a fresh random set; physical surgery; evaluated on ``eval_images`` class-balanced
-    images of ``eval_split``). ``layers`` restricts the experiment to those feed-in convs.
-    The caller's model is not modified."""
+    images of ``eval_split``; a DataLoader or an ``evaluate(model) -> float`` with ``eval_images=None``
+    is used as it is). ``stats_split``: any data source. ``layers`` restricts the experiment to those
+    feed-in convs. The caller's model is not modified."""
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1); got {fraction}")
     if not seeds:
@@ -234,12 +234,17 @@ def ldiff_experiment(model: nn.Module, model_name: str = "model", fraction: floa
     stats = collect_statistics(model, stats_split, modules=list(bns.values()), per_class=stats_per_class)
     scores = filter_scores(stats, distance)
     eval_split = sources.resolve(eval_split)
-    if not sources.is_split(eval_split):
-        raise TypeError("ldiff_experiment evaluates on a course CIFAR10Split (eval_images subsets it); got "
-                        f"{type(eval_split).__name__}")
-    if eval_images is not None and eval_images < len(eval_split):
-        eval_split = eval_split.subset(eval_images, seed=0)
-    base = evaluate(model, eval_split, batch_size=batch_size)
+    if sources.is_split(eval_split):
+        if eval_images is not None and eval_images < len(eval_split):
+            eval_split = eval_split.subset(eval_images, seed=0)
+        eval_n = len(eval_split)
+    elif eval_images is not None:
+        raise ValueError("eval_images subsets a course split; for a DataLoader or an evaluate callable "
+                         "pass eval_images=None (and subset the dataset yourself)")
+    else:
+        eval_n = len(getattr(eval_split, "dataset", ()))
+    accuracy, eval_name = sources.as_evaluator(eval_split, batch_size)
+    base = accuracy(model)
     it = dfcs
     if progress:
         from tqdm.auto import tqdm
@@ -253,14 +258,14 @@ def ldiff_experiment(model: nn.Module, model_name: str = "model", fraction: floa
             g = torch.Generator().manual_seed(10_007 * int(seed) + d.index)
             chans = torch.randperm(d.channels, generator=g)[:k].tolist()
             pruned = prune(model, graph, {d: chans})
-            drops.append(base - evaluate(pruned, eval_split, batch_size=batch_size))
+            drops.append(base - accuracy(pruned))
         s = scores[bns[a]]
         rows.append(LayerSensitivity(a, bns[a], d.index, d.channels, k, ldiff(s), float(s.mean()), drops,
                                      float(np.mean(drops)), float(np.std(drops, ddof=1)) if len(drops) > 1 else 0.0,
                                      s.tolist()))
     x, y = [r.ldiff for r in rows], [r.mean_drop for r in rows]
     return LdiffResult(model_name, rows, fraction, list(seeds), distance, stats.split,
-                       stats_per_class, eval_split.name, len(eval_split), base, spearman(x, y),
+                       stats_per_class, eval_name, eval_n, base, spearman(x, y),
                        permutation_pvalue(x, y), excluded)
 
 
