@@ -64,7 +64,7 @@ data: install
 	  $(PY) -m pruning_lib.data prepare --data-dir "$(DATA_DIR)" --source "$(CIFAR_SOURCE)"; \
 	elif ls "$(DATA_DIR)"/cache/cifar10-*.pt >/dev/null 2>&1; then \
 	  echo "CIFAR-10 cache present: $$(ls "$(DATA_DIR)"/cache/cifar10-*.pt | tr '\n' ' ')"; \
-	elif $(PY) -c 'import sys; from pathlib import Path; from pruning_lib.data import find_source; sys.exit(find_source(Path(sys.argv[1])) is None)' "$(DATA_DIR)"; then \
+	elif $(PY) -c 'import sys; from pathlib import Path; from pruning_lib.course.data import find_source; sys.exit(find_source(Path(sys.argv[1])) is None)' "$(DATA_DIR)"; then \
 	  $(PY) -m pruning_lib.data prepare --data-dir "$(DATA_DIR)"; \
 	elif [ -f "$(SHARED_CIFAR)" ]; then \
 	  $(PY) -m pruning_lib.data prepare --data-dir "$(DATA_DIR)" --source "$(SHARED_CIFAR)"; \

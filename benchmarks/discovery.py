@@ -16,9 +16,10 @@ import time
 
 import torch
 
-from pruning_lib import coupling
-from pruning_lib.coupling import discover
-from pruning_lib.models import get_model
+from pruning_lib.graph.propagation import Propagation
+from pruning_lib.graph.tracing import propagate_shapes, trace
+from pruning_lib.graph import discover
+from pruning_lib.course.models import get_model
 
 
 def _quartiles(xs: list[float]) -> str:
@@ -29,11 +30,11 @@ def _quartiles(xs: list[float]) -> str:
 def stages(model, shape) -> tuple[float, float, float]:
     """Seconds spent in trace / shape propagation / channel-graph pass (one run)."""
     t0 = time.perf_counter()
-    gm = coupling.trace(model)
+    gm = trace(model)
     t1 = time.perf_counter()
-    coupling._propagate_shapes(gm, torch.zeros(shape))
+    propagate_shapes(gm, torch.zeros(shape))
     t2 = time.perf_counter()
-    coupling._Propagation(gm).run(shape)
+    Propagation(gm).run(shape)
     t3 = time.perf_counter()
     return t1 - t0, t2 - t1, t3 - t2
 

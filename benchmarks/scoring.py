@@ -3,7 +3,7 @@ CIFAR ResNet-50 at 32x32 and torchvision's ResNet-101 at 224x224 (random weights
 
 Run: `python benchmarks/scoring.py` (or `make bench`). The released DFPC code builds unrolled sparse
 matrices for this; here the bound is read off one convolution and one transposed convolution of
-all-ones tensors per layer (pruning_lib.dfpc), so it takes well under a second or two on a CPU.
+all-ones tensors per layer (pruning_lib.scoring.dfpc), so it takes well under a second or two on a CPU.
 Discovery (tracing the graph) is timed separately; medians and quartiles over repeats are printed.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from pruning_lib.coupling import discover
-from pruning_lib.criteria import l1_scores
-from pruning_lib.dfpc import dfpc_scores
-from pruning_lib.models import get_model
+from pruning_lib.graph import discover
+from pruning_lib.scoring import l1_scores
+from pruning_lib.scoring.dfpc import dfpc_scores
+from pruning_lib.course.models import get_model
 
 
 def _timed(fn, repeats: int) -> tuple[str, object]:

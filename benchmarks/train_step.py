@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pruning_lib.models import get_model
+from pruning_lib.course.models import get_model
 
 
 def make_step(arch: str, batch: int, compiled: bool, amp: bool):

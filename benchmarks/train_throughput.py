@@ -3,7 +3,7 @@ utilisation, on the device this runs on (a CUDA GPU when present, else the CPU).
 
 Run: `make bench` or `python benchmarks/train_throughput.py [--archs cifar_resnet50] [--steps 50]`.
 
-The timed step is the trainer's own (:func:`pruning_lib.train.train_step`): the uint8 images live
+The timed step is the trainer's own (:func:`pruning_lib.course.training.train_step`): the uint8 images live
 on the device, each batch is cropped, flipped and normalised there (as in training), bfloat16
 autocast, channels_last, SGD with the ``paper`` recipe's settings, and no host synchronisation inside
 the timed loop (the device is synchronised once before and once after it).
@@ -23,9 +23,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pruning_lib import data as cdata
-from pruning_lib.models import get_model
-from pruning_lib.train import RECIPES, _make_optimizer, train_step
+from pruning_lib.course import data as cdata
+from pruning_lib.course.models import get_model
+from pruning_lib.course.training import RECIPES, _make_optimizer, train_step
 
 TRAIN_IMAGES = 46_000
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from pruning_lib.checkpoints import load_checkpoint
-from pruning_lib.data import CIFAR10Split, default_data_dir, load_split
-from pruning_lib.global_pruning import GlobalPruningResult, PruningTarget, global_prune
+from pruning_lib.course.checkpoints import load_checkpoint
+from pruning_lib.course.data import CIFAR10Split, default_data_dir, load_split
+from pruning_lib.pruning.global_pruning import GlobalPruningResult, PruningTarget, global_prune
 from pruning_lib.measure import compare_latency, speedups
-from pruning_lib.train import evaluate, fine_tune
+from pruning_lib.course.training import evaluate, fine_tune
 
 METHODS = {                                  # label -> (criterion, prune coupled DFCs)
     "DFPC (coupled)": ("dfpc", True),

@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import dfpc_experiments  # noqa: E402  (scripts/, beside this file)
 
-from pruning_lib import data as cdata  # noqa: E402
-from pruning_lib.checkpoints import load_checkpoint  # noqa: E402
+from pruning_lib.course import data as cdata  # noqa: E402
+from pruning_lib.course.checkpoints import load_checkpoint  # noqa: E402
 from pruning_lib.measure import compare_latency, count_flops, speedups  # noqa: E402
-from pruning_lib.train import evaluate, recipe_config, train  # noqa: E402
+from pruning_lib.course.training import evaluate, recipe_config, train  # noqa: E402
 
 SHARD_MB = 15.0
 

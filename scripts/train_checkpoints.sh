@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the shipped CIFAR-10 checkpoints data/checkpoints/<arch>.pt with the recipes recorded in their
-# metadata (meta["recipe"]; notebook 00 prints the same commands from it via pruning_lib.train.retrain_command).
+# metadata (meta["recipe"]; notebook 00 prints the same commands from it via pruning_lib.course.training.retrain_command).
 # A checkpoint that exists is skipped; an interrupted run resumes from <out>.resume.pt when rerun.
 #
 # Usage: scripts/train_checkpoints.sh [python] [arch ...]     (default: .venv/bin/python, all four)

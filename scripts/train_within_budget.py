@@ -3,7 +3,7 @@
 Used on a lent GPU machine, where one command may run only minutes: it times a few training steps
 (on the real model and batch size, while anything else sharing the GPU is running too), picks the
 largest epoch count whose one-cycle schedule ends inside the budget, then calls
-``pruning_lib.train.train`` from scratch with it.
+``pruning_lib.course.training.train`` from scratch with it.
 
     python scripts/train_within_budget.py --arch cifar_resnet50 --budget-s 480 --max-epochs 60 \
         --batch-size 256 --lr 0.3 --out build/gpu/cifar_resnet50.pt
@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from pruning_lib import data as cdata
-from pruning_lib.models import get_model
-from pruning_lib.train import TrainConfig, _make_optimizer, train, train_epochs
+from pruning_lib.course import data as cdata
+from pruning_lib.course.models import get_model
+from pruning_lib.course.training import TrainConfig, _make_optimizer, train, train_epochs
 
 
 def seconds_per_step(cfg: TrainConfig, device: torch.device, steps: int = 30) -> float:

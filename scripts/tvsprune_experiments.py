@@ -27,11 +27,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pruning_lib import tvsprune as T                     # noqa: E402
-from pruning_lib.checkpoints import load_checkpoint       # noqa: E402
-from pruning_lib.coupling import discover                 # noqa: E402
-from pruning_lib.data import load_split                   # noqa: E402
-from pruning_lib.train import evaluate                    # noqa: E402
+from pruning_lib.pruning import tvsprune as T                     # noqa: E402
+from pruning_lib.course.checkpoints import load_checkpoint       # noqa: E402
+from pruning_lib.graph import discover                 # noqa: E402
+from pruning_lib.course.data import load_split                   # noqa: E402
+from pruning_lib.course.training import evaluate                    # noqa: E402
 
 # Accuracy change in points vs. unpruned, IterTVSPrune without fine-tuning (shared/papers/tvsprune.md).
 PAPER = {"resnet56": {0.035: -1.47, 0.076: -4.82, 0.123: -9.86},
@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
     base_test = evaluate(model, test)
     graph = discover(model)
     targets = target_sparsities(a)
-    tvs_once = T.tvs_scores(model, dist, graph)
+    tvs_once = T.tvs_scores(model, graph, data=dist)
 
     def recal(m, augment=True, variance=True):
         return recalibrate(m, dist, cutout, augment=augment, variance=variance)

@@ -81,7 +81,7 @@ def write_image_folder(root, train: tuple, test: tuple, suffix: str = ".png") ->
     pruning_lib.data caches them: x as uint8 (N, 3, 32, 32), y int64. ``suffix=".jpg"`` writes JPEG
     files instead (lossy: the returned arrays are then the images before compression)."""
     from PIL import Image
-    from pruning_lib.data import CLASSES
+    from pruning_lib.course.data import CLASSES
     out = {}
     for part, (x, y) in (("train", train), ("test", test)):
         counts = {}
@@ -99,6 +99,6 @@ def write_image_folder(root, train: tuple, test: tuple, suffix: str = ".png") ->
 def small_splits(monkeypatch):
     """Make load_split's train/dist/val carve 5 + 5 images per class (synthetic sets are small)."""
     import functools
-    from pruning_lib import data as cdata
+    from pruning_lib.course import data as cdata
     monkeypatch.setattr(cdata, "split_indices",
                         functools.partial(cdata.split_indices, dist_per_class=5, val_per_class=5))

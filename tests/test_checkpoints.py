@@ -1,4 +1,4 @@
-"""pruning_lib.checkpoints: round trips, half storage, architecture checks, pruned shapes."""
+"""pruning_lib.course.checkpoints: round trips, half storage, architecture checks, pruned shapes."""
 from __future__ import annotations
 
 import pickle
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_lib.checkpoints import (FORMAT, CheckpointError, load_checkpoint, load_state,
+from pruning_lib.course.checkpoints import (FORMAT, CheckpointError, load_checkpoint, load_state,
                                      read_checkpoint, resize_to_state, save_checkpoint)
-from pruning_lib.models import get_model
+from pruning_lib.course.models import get_model
 
 
 def _trained_looking(model: nn.Module) -> nn.Module:
@@ -193,8 +193,8 @@ def test_shipped_checkpoint_metadata_and_training_script_agree(arch):
     import shlex
     from pathlib import Path
 
-    from pruning_lib.data import default_data_dir
-    from pruning_lib.train import _parser, config_from_args, retrain_command
+    from pruning_lib.course.data import default_data_dir
+    from pruning_lib.course.training import _parser, config_from_args, retrain_command
     path = default_data_dir() / "checkpoints" / f"{arch}.pt"
     assert path.stat().st_size < 50_000_000, f"{path} is over 50 MB: store it in half precision"
     ckpt = read_checkpoint(path)

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_lib import data as cdata
-from pruning_lib.class_statistics import ClassStatistics, collect_statistics, default_modules, filter_scores
+from pruning_lib.course import data as cdata
+from pruning_lib.scoring.class_statistics import ClassStatistics, collect_statistics, default_modules, filter_scores
 
 K = 10
 
@@ -124,7 +124,7 @@ def test_filter_scores_find_the_discriminative_channel():
 
 
 def test_resnet_default_modules_and_errors():
-    from pruning_lib.models import get_model
+    from pruning_lib.course.models import get_model
     model = get_model("resnet20")
     names = default_modules(model)
     assert len(names) == 21 and "bn1" in names and "layers.2.2.bn2" in names

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_lib.coupling import FEED_OUT, UntraceableModelError, discover
-from pruning_lib.models import get_model
+from pruning_lib.graph import FEED_OUT, UntraceableModelError, discover
+from pruning_lib.course.models import get_model
 from toy_models import (BranchNet, CatNet, Chain, ChannelPad, DataDependent, MyConv, OpNet, OpNet3D, SharedBN,
                         ShuffleNet, Tied, GroupedNet, assert_exact_prune)
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from conftest import make_images, write_image_folder
-from pruning_lib import data as cdata
-from pruning_lib.data import CLASSES, DataNotFoundError
+from pruning_lib.course import data as cdata
+from pruning_lib.course.data import CLASSES, DataNotFoundError
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 60, 10
 
@@ -154,7 +154,7 @@ def test_env_var_sets_default_data_dir(synthetic, tmp_path, monkeypatch, small_s
     assert cdata.prepare() == tmp_path.resolve() / "cache" / "cifar10-images.pt"
     assert len(cdata.load_split("test")) == 10 * TEST_PER_CLASS
     monkeypatch.delenv(cdata.DATA_ENV)
-    assert cdata.default_data_dir() == (cdata.Path(cdata.__file__).parent.parent / "data").resolve()
+    assert cdata.default_data_dir() == (cdata.Path(cdata.__file__).parents[2] / "data").resolve()
 
 
 def test_dataset_info_names_copy_source_and_cache(synthetic, tmp_path):
@@ -603,7 +603,7 @@ def test_a_downloaded_copy_that_differs_is_refused_naming_the_folder(jpeg_archiv
     assert cdata.prepare(data_dir, download="jpeg") == data_dir / "cache" / "cifar10-jpeg.pt"
 
 
-SHARED_ARCHIVE = Path(cdata.__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
+SHARED_ARCHIVE = Path(cdata.__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 
 @pytest.mark.skipif(not SHARED_ARCHIVE.exists(), reason=f"needs {SHARED_ARCHIVE} (../shared beside the repository)")

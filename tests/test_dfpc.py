@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_lib.coupling import discover
-from pruning_lib.criteria import ChannelScores, get_criterion, l1_scores, random_scores
-from pruning_lib.dfpc import UnsupportedLayerError, closed_form_score, dfpc_scores
-from pruning_lib.models import get_model
+from pruning_lib.graph import discover
+from pruning_lib.scoring import ChannelScores, get_criterion, l1_scores, random_scores
+from pruning_lib.scoring.dfpc import UnsupportedLayerError, closed_form_score, dfpc_scores
+from pruning_lib.course.models import get_model
 from tests.toy_models import CatNet
 
 
@@ -282,8 +282,8 @@ def test_unsupported_resampling_is_explained():
 def test_mean_normalisation_divides_by_each_dfcs_pair_count():
     """``normalise="mean"``: S_k over the number of (feed-in, reader) pairs; a DFC inside a block
     has one pair and keeps its score, a coupled stream's scores shrink by its pair count."""
-    from pruning_lib.criteria import get_criterion
-    from pruning_lib.global_pruning import removal_order
+    from pruning_lib.scoring import get_criterion
+    from pruning_lib.pruning.global_pruning import removal_order
     torch.manual_seed(0)
     model = get_model("resnet20").eval()
     graph = discover(model)

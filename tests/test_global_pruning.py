@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pruning_lib.coupling import discover
-from pruning_lib.criteria import l1_scores
-from pruning_lib.data import CIFAR10Split
-from pruning_lib.global_pruning import PruningTarget, global_prune, removal_order
+from pruning_lib.graph import discover
+from pruning_lib.scoring import l1_scores
+from pruning_lib.course.data import CIFAR10Split
+from pruning_lib.pruning.global_pruning import PruningTarget, global_prune, removal_order
 from pruning_lib.measure import count_flops, count_parameters
-from pruning_lib.models import get_model
+from pruning_lib.course.models import get_model
 from pruning_lib.surgery import predicted_parameters
 
 SHAPE = (1, 3, 16, 16)
@@ -114,7 +114,7 @@ def test_accuracy_drop_target_keeps_the_last_step_within_budget(model):
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (100, 3, 16, 16), dtype=torch.uint8, generator=g)
     with torch.no_grad():                       # labels: the unpruned model's own predictions (100 %)
-        from pruning_lib.data import normalize
+        from pruning_lib.course.data import normalize
         y = model(normalize(x)).argmax(1)
     split = CIFAR10Split("agree", x, y, "synthetic")
     r = global_prune(model, "l1", PruningTarget(accuracy_drop=10.0), step_fraction=0.05, input_shape=SHAPE,

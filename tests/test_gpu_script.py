@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import make_images, write_image_folder
-from pruning_lib import data as cdata
-from pruning_lib.checkpoints import load_checkpoint
+from pruning_lib.course import data as cdata
+from pruning_lib.course.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning_lib.coupling import discover
+from pruning_lib.graph import discover
 from pruning_lib.surgery import PruningError, prune
 from toy_models import assert_exact_prune
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_lib.coupling import discover
-from pruning_lib.layer_time import coupled_layers, coupled_mac_share, coupled_time_share
+from pruning_lib.graph import discover
+from pruning_lib.measure.layer_time import coupled_layers, coupled_mac_share, coupled_time_share
 from pruning_lib.measure import count_flops
-from pruning_lib.models import get_model
+from pruning_lib.course.models import get_model
 from toy_models import BranchNet, CatNet
 
 

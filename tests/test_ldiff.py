@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_lib import data as cdata
-from pruning_lib.coupling import discover
-from pruning_lib.ldiff import (ldiff, ldiff_experiment, normalised_scores, permutation_pvalue, rankdata,
+from pruning_lib.course import data as cdata
+from pruning_lib.graph import discover
+from pruning_lib.scoring.ldiff import (ldiff, ldiff_experiment, normalised_scores, permutation_pvalue, rankdata,
                                single_layer_dfcs, spearman)
 from pruning_lib.surgery import prune
-from pruning_lib.train import evaluate
+from pruning_lib.course.training import evaluate
 
 
 def _gini_brute(s):
@@ -63,7 +63,7 @@ def test_spearman_on_known_inputs():
 
 
 def test_coupled_stream_dfcs_are_excluded_on_resnet20():
-    from pruning_lib.models import get_model
+    from pruning_lib.course.models import get_model
     single, excluded = single_layer_dfcs(discover(get_model("resnet20")))
     assert len(single) == 9 and len(excluded) == 3
     assert all(not d.coupled and len(d.A) == 1 and d.A[0].endswith("conv1") for d in single)

@@ -5,7 +5,7 @@ from torch import nn
 
 from pruning_lib.measure import (LatencyResult, compare_latency, count_flops, count_parameters,
                                  measure_latency, speedups)
-from pruning_lib.models import get_model
+from pruning_lib.course.models import get_model
 
 
 def small_net():

@@ -1,11 +1,11 @@
-"""pruning_lib.models: the registry and the CIFAR ResNets' exact architectures."""
+"""pruning_lib.course.models: the registry and the CIFAR ResNets' exact architectures."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from pruning_lib.models import BasicBlock, Bottleneck, CIFAR_MODELS, CifarResNet, get_model, list_models
+from pruning_lib.course.models import BasicBlock, Bottleneck, CIFAR_MODELS, CifarResNet, get_model, list_models
 
 # Trainable parameters (weights, biases, BN affine); counted from the definitions.
 PARAMS = {

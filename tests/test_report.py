@@ -1,7 +1,7 @@
 """report: rows, the printed table and the dict round trip of a pruning run."""
 import pytest
 
-from pruning_lib.report import PruningReport, PruningStep
+from pruning_lib.pruning.report import PruningReport, PruningStep
 
 
 def report():
@@ -35,3 +35,21 @@ def test_round_trip_and_frame():
 def test_empty_report_says_so():
     with pytest.raises(ValueError, match="no steps"):
         PruningReport("x", "y").final
+
+
+def test_every_results_file_loads_as_reports(tmp_path):
+    from pathlib import Path
+    import pytest
+    results = sorted((Path(__file__).resolve().parent.parent / "data" / "results").glob("*.json"))
+    assert results
+    for f in results:
+        if f.name.startswith("ldiff_"):
+            with pytest.raises(ValueError, match="LDIFF"):
+                PruningReport.load_all(f)
+            continue
+        reports = PruningReport.load_all(f)
+        assert reports and all(r.steps and r.base.step == 0 and r.base.parameters > 0 for r in reports.values())
+        key = next(iter(reports))
+        assert PruningReport.load(f, key=key).steps == reports[key].steps
+    r = next(iter(PruningReport.load_all(results[0]).values()))
+    assert PruningReport.load(r.save(tmp_path / "r.json")).to_dict() == r.to_dict()

@@ -41,12 +41,12 @@ from types import ModuleType
 
 import pytest
 
-from pruning_lib import tvsprune as T
-from pruning_lib.checkpoints import load_checkpoint
-from pruning_lib.coupling import discover
-from pruning_lib.data import default_data_dir, load_split
-from pruning_lib.ldiff import ldiff, permutation_pvalue, spearman
-from pruning_lib.train import evaluate
+from pruning_lib.pruning import tvsprune as T
+from pruning_lib.course.checkpoints import load_checkpoint
+from pruning_lib.graph import discover
+from pruning_lib.course.data import default_data_dir, load_split
+from pruning_lib.scoring.ldiff import ldiff, permutation_pvalue, spearman
+from pruning_lib.course.training import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = default_data_dir() / "results"

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_lib.checkpoints import load_checkpoint, save_checkpoint
-from pruning_lib.coupling import discover
-from pruning_lib.models import get_model
+from pruning_lib.course.checkpoints import load_checkpoint, save_checkpoint
+from pruning_lib.graph import discover
+from pruning_lib.course.models import get_model
 from pruning_lib.surgery import PruningError, channel_counts, num_parameters, predicted_parameters, prune
 from toy_models import BranchNet, CatNet, Chain, GroupedNet, ShuffleNet, Tied, randomised, silence_
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from conftest import make_images, write_image_folder
-from pruning_lib import data as cdata
-from pruning_lib import train as ptrain
-from pruning_lib.checkpoints import load_checkpoint, read_checkpoint
-from pruning_lib.models import get_model
+from pruning_lib.course import data as cdata
+from pruning_lib.course import training as ptrain
+from pruning_lib.course.checkpoints import load_checkpoint, read_checkpoint
+from pruning_lib.course.models import get_model
 
 
 @pytest.fixture(scope="module")

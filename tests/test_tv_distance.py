@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from pruning_lib.tv_distance import (SCORES, crossings, hellinger_gaussian, hellinger_gaussian_diag,
+from pruning_lib.scoring.distances import (SCORES, crossings, hellinger_gaussian, hellinger_gaussian_diag,
                                      hellinger_sq_gaussian, mean_gap, pair_matrix, pairwise_min,
                                      tv_bounds, tv_equal_variance, tv_gaussian_1d)
 

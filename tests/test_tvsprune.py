@@ -1,4 +1,4 @@
-"""TVSPrune / IterTVSPrune (pruning_lib.tvsprune) on a small residual CNN trained on coloured images."""
+"""TVSPrune / IterTVSPrune (pruning_lib.pruning.tvsprune) on a small residual CNN trained on coloured images."""
 from __future__ import annotations
 
 import copy
@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from conftest import make_images
-from pruning_lib import data as cdata
-from pruning_lib import tvsprune as T
-from pruning_lib.coupling import discover
+from pruning_lib.course import data as cdata
+from pruning_lib.pruning import tvsprune as T
+from pruning_lib.graph import discover
 from pruning_lib.measure import count_parameters
 from pruning_lib.surgery import predicted_parameters
-from pruning_lib.train import evaluate
+from pruning_lib.course.training import evaluate
 
 
 class ToyRes(nn.Module):
@@ -78,22 +78,22 @@ def test_scores_cover_every_dfc_including_the_coupled_stream(toy):
     model, dist, _, _ = toy
     graph = discover(model)
     assert graph.num_coupled >= 1
-    scores = T.tvs_scores(model, dist, graph)
+    scores = T.tvs_scores(model, graph, data=dist)
     for d in graph.dfcs:
         s = scores[d]
         assert s.shape == (d.channels,) and torch.isfinite(s).all() and (s >= 0).all()
     stream = next(d for d in graph.dfcs if len(d.feed_in) > 1)
-    means = {r: T.tvs_scores(model, dist, graph, stream_reduce=r)[stream] for r in T.STREAM_REDUCE}
+    means = {r: T.tvs_scores(model, graph, data=dist, stream_reduce=r)[stream] for r in T.STREAM_REDUCE}
     assert (means["min"] <= means["mean"] + 1e-12).all() and (means["mean"] <= means["max"] + 1e-12).all()
     with pytest.raises(ValueError, match="stream_reduce"):
-        T.tvs_scores(model, dist, graph, stream_reduce="median")
+        T.tvs_scores(model, graph, data=dist, stream_reduce="median")
 
 
 def test_one_shot_follows_the_eps_rule_and_shrinks_physically(toy):
     model, dist, _, _ = toy
     before = _state(model)
     graph = discover(model)
-    scores = T.tvs_scores(model, dist, graph)
+    scores = T.tvs_scores(model, graph, data=dist)
     res = T.tvs_prune(model, graph, dist, eps=0.5, scores=scores)
     for d in graph.dfcs:
         s = scores[d]
@@ -154,13 +154,14 @@ def test_scores_are_re_estimated_on_the_current_model(toy, monkeypatch):
 def test_accuracy_gate_uses_val_never_test(toy, monkeypatch):
     model, dist, val, test = toy
     used = []
-    real = T.evaluate
+    import pruning_lib.measure.accuracy as accuracy      # what a split given as the gate is measured with
+    real = accuracy.evaluate
 
     def spy(m, split, *a, **k):
         used.append(split.name if hasattr(split, "name") else split)
         return real(m, split, *a, **k)
 
-    monkeypatch.setattr(T, "evaluate", spy)
+    monkeypatch.setattr(accuracy, "evaluate", spy)
     T.iter_tvs_prune(model, dist, val, max_drop=5.0, max_iterations=4)
     assert used and set(used) == {"val"}
     with pytest.raises(ValueError, match="test split"):
@@ -189,7 +190,7 @@ def test_bad_arguments_are_refused(toy):
     with pytest.raises(ValueError, match="fraction"):
         T.iter_tvs_prune(model, dist, val, target_sparsity=3.5)
     with pytest.raises(ValueError, match="eps"):
-        T.tvs_prune(model, split=dist, eps=0.0)
+        T.tvs_prune(model, data=dist, eps=0.0)
 
 
 def _with_bn_stats_shifted(model, mean_shift, var_scale=1.0):

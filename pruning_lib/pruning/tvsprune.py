@@ -1,23 +1,10 @@
 """TVSPrune and IterTVSPrune: prune the filters that cannot tell classes apart (Murti et al., ICLR 2023).
 
-A filter's score is the separability of its worst pair of classes, min over c != c' of a distance
-between the class-conditional Gaussians N(mu_c, var_c) of its output (default: the Hellinger lower
-bound H^2 <= TV, see :mod:`pruning_lib.tv_distance`). Here the unit of pruning is a DFC channel
-(:mod:`pruning_lib.coupling`) and pruning is physical (:mod:`pruning_lib.surgery`), not a mask.
-
-Where a DFC channel is observed (its "score site"):
-
-* a DFC with ONE feed-in layer followed by a BatchNorm (every conv1 of a ResNet block): the output
-  of that BN, as in the paper; statistics from :func:`pruning_lib.class_statistics.collect_statistics`;
-* a DFC with SEVERAL feed-in layers (a residual stream: the stem, every block's conv2 and the
-  projection shortcut write into the same channels), or with no BN after its feed-in layer: the
-  stream itself as its readers see it, i.e. the INPUT of every feed-out layer of the DFC (in a CIFAR
-  ResNet: relu(residual + shortcut) read by the next blocks' conv1 / shortcut and the classifier).
-  A tensor read by several layers (a block's conv1 and its shortcut) is counted once. One score per
-  reader (min over class pairs); the channel's score is the MEAN over the readers
-  (``stream_reduce``; "min" and "max" are offered). The mean keeps a stream channel when it is
-  discriminative at most depths; the output of one producer alone (its BN) would ignore what the
-  other producers add, and it is the sum that the network uses.
+Scores come from :func:`pruning_lib.scoring.tvs.tvs_scores` (the min over class pairs of a distance
+between class-conditional Gaussians, per DFC channel); the unit of pruning is a DFC channel
+(:mod:`pruning_lib.graph`) and pruning is physical (:mod:`pruning_lib.surgery`), not a mask. Samples
+come from any data source (a DataLoader of (inputs, labels), or a course split); the accuracy gate
+from a data source or an ``evaluate(model) -> float`` callable.
 
 The eps rule (released code): in each DFC prune channel j when s_j / max_k s_k <= eps * mean_k(s_k /
 max_k s_k), i.e. when s_j <= eps * mean(s): the ratio ``s_j / mean(s)`` is what is compared to eps.
@@ -25,168 +12,29 @@ max_k s_k), i.e. when s_j <= eps * mean(s): the ratio ``s_j / mean(s)`` is what 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
-from . import data as cdata
-from .coupling import DFC, ChannelGraph, discover
-from .criteria import ChannelScores, l1_scores, random_scores
-from .measure import count_flops, count_parameters
+from .. import sources
+from ..graph.discovery import discover
+from ..graph.types import DFC, ChannelGraph
+from ..measure.counts import count_flops, count_parameters
+from ..scoring.base import ChannelScores
+from ..scoring.magnitude import l1_scores, random_scores
+from ..scoring.tvs import STREAM_REDUCE, eps_ratios, tvs_scores
+from ..sources import DataSource, Evaluator
+from ..surgery.prune import predicted_parameters, prune
+from .bn_recalibration import bn_recalibrate
 from .report import PruningReport, PruningStep
-from .surgery import predicted_parameters, prune
-from .train import evaluate
-from .tv_distance import pairwise_min
-
-STREAM_REDUCE = ("mean", "min", "max")
-
-
-# --------------------------------------------------------------------------- helpers
-
-def _split(split: cdata.CIFAR10Split | str) -> cdata.CIFAR10Split:
-    if isinstance(split, str):
-        return cdata.load_split(split)
-    if not isinstance(split, cdata.CIFAR10Split):
-        raise TypeError(f"expected a split name or a CIFAR10Split, got {type(split).__name__}")
-    return split
-
-
-def _subset(split: cdata.CIFAR10Split, per_class: int | None) -> cdata.CIFAR10Split:
-    if per_class is None:
-        return split
-    return split.subset(per_class * len(split.classes))
+from .target import Target
 
 
 def _dfc_key(dfc: DFC) -> tuple:
     """A name for a DFC that survives pruning (its feed-in layers), to match DFCs across graphs."""
     return tuple(sorted(dfc.A))
-
-
-def _bn_site(dfc: DFC) -> str | None:
-    """The BN whose output scores this DFC (one feed-in layer with a BN right after it), else None."""
-    if len(dfc.feed_in) == 1:
-        return dfc.bn_after.get(dfc.feed_in[0].module)
-    return None
-
-
-# --------------------------------------------------------------------------- stream statistics
-
-class _ReaderStats:
-    """Per-class sums of the spatial mean of a DFC's channels, taken at the input of its readers
-    (copied to float64 at once, so later in-place ops cannot alter them); variances divide by n."""
-
-    def __init__(self, dfc: DFC, num_classes: int):
-        self.dfc = dfc
-        self.k = num_classes
-        self.sums: dict[str, torch.Tensor] = {}
-        self.sq: dict[str, torch.Tensor] = {}
-        self.counts = torch.zeros(num_classes, dtype=torch.float64)
-        self.seen: list[torch.Tensor] = []          # tensors already read in this batch (identity)
-
-    def hook(self, ref, labels: Callable[[], torch.Tensor]):
-        def pre(module, args):
-            x = args[0]
-            if any(x is t for t in self.seen):
-                return None
-            self.seen.append(x)
-            c = self.dfc.channels
-            idx = torch.tensor(ref.indices(range(c)), device=x.device)
-            z = x.detach().index_select(1, idx)
-            if ref.stride > 1:
-                z = z.reshape(len(z), c, ref.stride).mean(2)
-            elif z.dim() > 2:
-                z = z.flatten(2).mean(2)
-            z = z.to("cpu", torch.float64)
-            y = labels().to("cpu")
-            onehot = torch.nn.functional.one_hot(y, self.k).to(torch.float64)       # (N, K)
-            s, q = onehot.T @ z, onehot.T @ (z * z)
-            if ref.module in self.sums:
-                self.sums[ref.module] += s
-                self.sq[ref.module] += q
-            else:
-                self.sums[ref.module], self.sq[ref.module] = s, q
-            return None
-        return pre
-
-    def scores(self, distance: str, reduce: str) -> torch.Tensor:
-        per_reader = []
-        n = self.counts.clamp_min(1)[:, None]
-        for name in self.sums:
-            mean = self.sums[name] / n
-            var = (self.sq[name] / n - mean * mean).clamp_min(0.0)
-            per_reader.append(pairwise_min(distance, mean, var).to(torch.float64))
-        s = torch.stack(per_reader)
-        return {"mean": s.mean(0), "min": s.min(0).values, "max": s.max(0).values}[reduce]
-
-
-@torch.no_grad()
-def _stream_scores(model: nn.Module, dfcs: list[DFC], split: cdata.CIFAR10Split, distance: str,
-                   reduce: str, batch_size: int) -> dict[DFC, torch.Tensor]:
-    if not dfcs:
-        return {}
-    k = len(split.classes)
-    current: dict[str, torch.Tensor] = {}
-    stats = [_ReaderStats(d, k) for d in dfcs]
-    handles = []
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        for st in stats:
-            for ref in st.dfc.feed_out:
-                handles.append(model.get_submodule(ref.module).register_forward_pre_hook(
-                    st.hook(ref, lambda: current["y"])))
-        for x, y in cdata.batches(split, batch_size):
-            current["y"] = y
-            for st in stats:
-                st.seen.clear()
-                st.counts += torch.bincount(y.cpu(), minlength=k).to(torch.float64)
-            model(x.to(device))
-    finally:
-        for h in handles:
-            h.remove()
-        for st in stats:
-            st.seen.clear()
-        model.train(was_training)
-    return {st.dfc: st.scores(distance, reduce) for st in stats}
-
-
-# --------------------------------------------------------------------------- scores
-
-def tvs_scores(model: nn.Module, split: cdata.CIFAR10Split | str = "dist", graph: ChannelGraph | None = None,
-               distance: str = "hellinger_lb", stream_reduce: str = "mean", per_class: int | None = None,
-               batch_size: int = 250, input_shape: tuple = (1, 3, 32, 32)) -> ChannelScores:
-    """TVSPrune's score of every channel of every prunable DFC: the min over class pairs of
-    ``distance`` between class-conditional Gaussians at the DFC's score site (module docstring).
-    ``per_class``: use only that many images per class of ``split``. Lower = less discriminative."""
-    from .class_statistics import collect_statistics, filter_scores
-    if stream_reduce not in STREAM_REDUCE:
-        raise ValueError(f"stream_reduce must be one of {STREAM_REDUCE}, got {stream_reduce!r}")
-    graph = graph if graph is not None else discover(model, input_shape)
-    split = _subset(_split(split), per_class)
-    bn_dfcs = {d: _bn_site(d) for d in graph.dfcs if _bn_site(d) is not None}
-    stream_dfcs = [d for d in graph.dfcs if d not in bn_dfcs]
-    out: dict[DFC, torch.Tensor] = {}
-    if bn_dfcs:
-        stats = collect_statistics(model, split, modules=sorted(set(bn_dfcs.values())), batch_size=batch_size)
-        per_bn = filter_scores(stats, distance=distance)
-        for d, bn in bn_dfcs.items():
-            out[d] = per_bn[bn].detach().to("cpu", torch.float64)
-    out.update(_stream_scores(model, stream_dfcs, split, distance, stream_reduce, batch_size))
-    return ChannelScores(f"tvs[{distance}]", graph, {d: out[d] for d in graph.dfcs})
-
-
-def eps_ratios(scores: ChannelScores) -> dict[DFC, torch.Tensor]:
-    """Per DFC, s_j / mean(s): the quantity the eps rule compares to eps (max-normalisation cancels).
-    A DFC whose scores are all zero gets ratio 0 everywhere (every channel is a candidate)."""
-    out = {}
-    for d, s in scores.scores.items():
-        m = s.mean()
-        out[d] = s / m if m > 0 else torch.zeros_like(s)
-    return out
 
 
 def eps_candidates(scores: ChannelScores, eps: float, min_channels: int = 1) -> dict[DFC, list[int]]:
@@ -224,8 +72,19 @@ def _count(removals: Mapping) -> int:
 
 # --------------------------------------------------------------------------- one shot
 
+class _Sparsity:
+    """The fraction of the parameters a result removed (from its ``parameters_before``/``_after``)."""
+    parameters_before: int
+    parameters_after: int
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the parameters removed."""
+        return 1.0 - self.parameters_after / self.parameters_before
+
+
 @dataclass
-class OneShotResult:
+class OneShotResult(_Sparsity):
     """A one-shot pruning: the smaller model, the channels removed per DFC (by DFC index of the
     original graph), and the parameter counts before and after."""
     model: nn.Module
@@ -235,25 +94,21 @@ class OneShotResult:
     parameters_after: int
 
     @property
-    def sparsity(self) -> float:
-        """Fraction of the parameters removed."""
-        return 1.0 - self.parameters_after / self.parameters_before
-
-    @property
     def channels_removed(self) -> int:
         return _count(self.removals)
 
 
-def tvs_prune(model: nn.Module, graph: ChannelGraph | None = None, split: cdata.CIFAR10Split | str = "dist",
+def tvs_prune(model: nn.Module, graph: ChannelGraph | None = None, data: DataSource = "dist",
               eps: float = 0.5, distance: str = "hellinger_lb", stream_reduce: str = "mean",
               per_class: int | None = None, scores: ChannelScores | None = None,
               input_shape: tuple = (1, 3, 32, 32)) -> OneShotResult:
-    """TVSPrune, one shot: score every DFC channel on ``split`` and physically remove, in each DFC,
+    """TVSPrune, one shot: score every DFC channel on ``data`` and physically remove, in each DFC,
     the channels with s_j <= eps * mean(s) (never all of them). The caller's model is not modified."""
     if not eps > 0:
         raise ValueError(f"eps must be > 0 (eps={eps} prunes nothing); the released default is 0.5")
     graph = graph if graph is not None else discover(model, input_shape)
-    scores = scores if scores is not None else tvs_scores(model, split, graph, distance, stream_reduce, per_class)
+    scores = scores if scores is not None else tvs_scores(model, graph, data=data, distance=distance,
+                                                          stream_reduce=stream_reduce, per_class=per_class)
     removals = eps_candidates(scores, eps)
     pruned = prune(model, graph, removals) if removals else copy.deepcopy(model)
     return OneShotResult(pruned, {d.index: c for d, c in removals.items()}, scores,
@@ -302,7 +157,7 @@ class Attempt:
 
 
 @dataclass
-class IterResult:
+class IterResult(_Sparsity):
     """IterTVSPrune's outcome: the final model, the per-step report (accuracy on ``val``), every
     attempt (accepted or not), why it stopped, and the sparsity reached."""
     model: nn.Module
@@ -315,16 +170,12 @@ class IterResult:
     removed: dict[tuple, int] = field(default_factory=dict)      # feed-in names of a DFC -> channels removed
 
     @property
-    def sparsity(self) -> float:
-        return 1.0 - self.parameters_after / self.parameters_before
-
-    @property
     def iterations(self) -> int:
         return len(self.attempts)
 
 
-def iter_tvs_prune(model: nn.Module, dist: cdata.CIFAR10Split | str = "dist",
-                   val: cdata.CIFAR10Split | str = "val", target_sparsity: float | None = None,
+def iter_tvs_prune(model: nn.Module, data: DataSource = "dist", evaluate: Evaluator | DataSource = "val",
+                   target: Target | None = None, *, target_sparsity: float | None = None,
                    min_accuracy: float | None = None, max_drop: float | None = None,
                    eps0: float = 0.5, eps_step: float = 0.025, max_step: float | None = None,
                    max_iterations: int = 100, distance: str = "hellinger_lb", stream_reduce: str = "mean",
@@ -333,11 +184,17 @@ def iter_tvs_prune(model: nn.Module, dist: cdata.CIFAR10Split | str = "dist",
                    on_scores: Callable[[nn.Module, ChannelScores], None] | None = None) -> IterResult:
     """IterTVSPrune with the released code's faults fixed (TVSPrune note, "as released").
 
+    ``data`` (the course's ``dist`` split, or a DataLoader of (inputs, labels)) gives the samples of
+    the scores; ``evaluate`` (the ``val`` split, a DataLoader, or ``evaluate(model) -> float``) the
+    accuracy gate. ``target``: a :class:`~pruning_lib.Target` (``parameters``: the sparsity to reach,
+    ``min_accuracy``, ``accuracy_drop``); ``target_sparsity``, ``min_accuracy`` and ``max_drop`` are
+    the same three as keywords.
+
     Each iteration re-discovers the DFCs and RE-ESTIMATES the scores on the current pruned model
-    from ``dist``; proposes, in every DFC, the channels with s_j <= eps * mean(s); caps the proposal,
+    from ``data``; proposes, in every DFC, the channels with s_j <= eps * mean(s); caps the proposal,
     lowest ratio first, so that at most ``max_step`` (fraction of the ORIGINAL parameters, optional)
     is removed per step and the total never exceeds ``target_sparsity``; prunes physically; and
-    accepts if the accuracy on ``val`` (never test) stays >= the floor (``min_accuracy`` in %, or the
+    accepts if the accuracy on ``evaluate`` (never test) stays >= the floor (``min_accuracy`` in %, or the
     unpruned val accuracy minus ``max_drop`` points; no floor: every step is accepted). A rejection
     lowers eps by ``eps_step``. Stops when the target is reached (within one channel), eps reaches
     0, nothing is under eps, or after ``max_iterations`` tries: every iteration either removes a
@@ -345,6 +202,10 @@ def iter_tvs_prune(model: nn.Module, dist: cdata.CIFAR10Split | str = "dist",
     After a rejection the model is unchanged, so its scores are reused; ``on_scores(model, scores)``
     is called each time scores are estimated (to inspect them).
     """
+    if target is not None:
+        if (target_sparsity, min_accuracy, max_drop) != (None, None, None):
+            raise TypeError("give target=Target(...) or the keywords target_sparsity/min_accuracy/max_drop, not both")
+        target_sparsity, min_accuracy, max_drop = target.parameters, target.min_accuracy, target.accuracy_drop
     if target_sparsity is None and min_accuracy is None and max_drop is None:
         raise ValueError("give a target: target_sparsity (fraction of parameters, e.g. 0.035) and/or an "
                          "accuracy floor (min_accuracy in %, or max_drop in points)")
@@ -358,15 +219,17 @@ def iter_tvs_prune(model: nn.Module, dist: cdata.CIFAR10Split | str = "dist",
         raise ValueError(f"eps0 and eps_step must be > 0 (got {eps0}, {eps_step}); the released values are 0.5, 0.025")
     if not (isinstance(max_iterations, int) and max_iterations >= 1):
         raise ValueError(f"max_iterations must be a positive int, got {max_iterations!r}")
-    dist, val = _split(dist), _split(val)
-    if val.name == "test" or dist.name == "test":
+    data, evaluate = sources.resolve(data), sources.resolve(evaluate)
+    if "test" in (sources.source_name(data), None if callable(evaluate) else sources.source_name(evaluate)):
         raise ValueError("the test split is for reporting only; gate on 'val' and score on 'dist'")
+    evaluator, val_name = sources.as_evaluator(evaluate)
+    k = sources.num_classes(data)
 
     current = copy.deepcopy(model).eval()
     p0 = count_parameters(current)
-    base_val = evaluate(current, val)
+    base_val = evaluator(current)
     floor = min_accuracy if min_accuracy is not None else (base_val - max_drop if max_drop is not None else None)
-    report = PruningReport("IterTVSPrune", name or type(model).__name__, accuracy_split=val.name,
+    report = PruningReport("IterTVSPrune", name or type(model).__name__, accuracy_split=val_name,
                            info={"eps0": eps0, "eps_step": eps_step, "distance": distance,
                                  "stream_reduce": stream_reduce, "target_sparsity": target_sparsity,
                                  "floor": floor, "max_step": max_step})
@@ -394,7 +257,8 @@ def iter_tvs_prune(model: nn.Module, dist: cdata.CIFAR10Split | str = "dist",
             break
         if scores is None:           # re-estimated on the current model after every accepted step
             graph = discover(current, input_shape)
-            scores = tvs_scores(current, dist, graph, distance, stream_reduce, per_class, batch_size)
+            scores = tvs_scores(current, graph, data=data, distance=distance, stream_reduce=stream_reduce,
+                                per_class=per_class, batch_size=batch_size, num_classes=k)
             if on_scores is not None:
                 on_scores(current, scores)
         cand = eps_candidates(scores, eps)
@@ -428,7 +292,7 @@ def iter_tvs_prune(model: nn.Module, dist: cdata.CIFAR10Split | str = "dist",
             continue
         candidate = prune(current, graph, chosen)
         p_new = count_parameters(candidate)
-        acc = evaluate(candidate, val)
+        acc = evaluator(candidate)
         ok = floor is None or acc >= floor
         attempts.append(Attempt(it, eps, _count(cand), _count(chosen), 1 - p_new / p0, acc, ok))
         if ok:
@@ -445,63 +309,10 @@ def iter_tvs_prune(model: nn.Module, dist: cdata.CIFAR10Split | str = "dist",
     return IterResult(current, report, attempts, reason, p0, count_parameters(current), eps, removed_total)
 
 
-# --------------------------------------------------------------------------- BN recalibration
-
-@torch.no_grad()
-def bn_recalibrate(model: nn.Module, split: cdata.CIFAR10Split | str = "dist", inplace: bool = False,
-                   batch_size: int = 250, per_class: int | None = None, augment: bool = True,
-                   cutout: int = 0, passes: int = 2, seed: int = 0, variance: bool = True) -> nn.Module:
-    """Re-estimate every BatchNorm's running mean and variance on ``split`` after pruning (the
-    "BNFix" of the TVSPrune authors' follow-up): reset the running statistics, forward the samples
-    with only the BNs in train mode and ``momentum=None`` (a plain average over all batches), then
-    return to eval mode. Weights are untouched; copy unless ``inplace``.
-
-    ``augment`` (default): show the samples as training did (random crop and flip, plus Cutout of
-    side ``cutout`` if the checkpoint was trained with it; ``passes`` passes, seeded), because the
-    running statistics the weights were trained with describe augmented inputs: measured on our
-    ResNet-20, recalibrating the UNPRUNED model on plain images costs about 3 points of val accuracy,
-    with the training augmentation about 0.2.
-
-    ``variance=False`` keeps the trained running variances and replaces only the means (estimated in the
-    same passes). Removing a layer's input channels removes their share of its output variance;
-    re-estimating the variance then scales the surviving signal back up, against the identity path
-    of a residual block. Measured on our 91 % ResNet-56 after IterTVSPrune at 3.5 % sparsity: test
-    accuracy 90.32 % stale, 86.88 % fully recalibrated, 90.51 % with the means only (notebook 04)."""
-    if passes < 1:
-        raise ValueError(f"passes must be >= 1, got {passes}")
-    split = _subset(_split(split), per_class)
-    target = model if inplace else copy.deepcopy(model)
-    bns = [m for m in target.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        raise ValueError("the model has no BatchNorm layer to recalibrate")
-    momenta = [m.momentum for m in bns]
-    trained_vars = [m.running_var.clone() for m in bns]
-    device = next(target.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    target.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    try:
-        for _ in range(passes if augment else 1):
-            for x, _ in cdata.batches(split, batch_size, train_augment=augment, generator=gen,
-                                      cutout_size=cutout if augment else 0):
-                target(x.to(device))
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        target.eval()
-    if not variance:
-        for m, var in zip(bns, trained_vars):
-            m.running_var.copy_(var)
-    return target
-
-
 # --------------------------------------------------------------------------- baselines
 
 def baseline_scores(model: nn.Module, graph: ChannelGraph, criterion: str, seed: int = 0) -> ChannelScores:
-    """L1 (of the feed-in filters, summed over A) or random scores, from :mod:`pruning_lib.criteria`."""
+    """L1 (of the feed-in filters, summed over A) or random scores, from :mod:`pruning_lib.scoring.magnitude`."""
     if criterion == "l1":
         return l1_scores(model, graph)
     if criterion == "random":

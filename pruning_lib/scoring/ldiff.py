@@ -6,7 +6,7 @@ of that layer goes. Its formula is not recoverable (``shared/papers/tvsprune.md`
 defines it and tests the claim.
 
 Definition (this project). For a layer with filter scores s_1..s_n >= 0 (TVSPrune's score: min over
-class pairs of the Gaussian distance, :func:`pruning_lib.class_statistics.filter_scores`),
+class pairs of the Gaussian distance, :func:`pruning_lib.scoring.class_statistics.filter_scores`),
 
     LDIFF = Gini(s) = sum_i sum_j |s_i - s_j| / (2 n^2 mean(s))       in [0, 1 - 1/n].
 
@@ -38,11 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data as cdata
+from .. import sources
+from ..graph.discovery import discover
+from ..graph.types import ChannelGraph
+from ..sources import DataSource
+from ..surgery.prune import prune
 from .class_statistics import collect_statistics, filter_scores
-from .coupling import ChannelGraph, discover
-from .surgery import prune
-from .train import evaluate
 
 
 # --------------------------------------------------------------------------- the statistic
@@ -200,15 +201,16 @@ def single_layer_dfcs(graph: ChannelGraph) -> tuple[list, list[str]]:
 @torch.no_grad()
 def ldiff_experiment(model: nn.Module, model_name: str = "model", fraction: float = 0.5,
                      seeds: Sequence[int] = (0, 1, 2), distance: str = "hellinger_lb",
-                     stats_split: cdata.CIFAR10Split | str = "dist", stats_per_class: int | None = None,
-                     eval_split: cdata.CIFAR10Split | str = "val", eval_images: int | None = 1000,
+                     stats_split: DataSource = "dist", stats_per_class: int | None = None,
+                     eval_split: DataSource = "val", eval_images: int | None = 1000,
                      input_shape: tuple = (1, 3, 32, 32), layers: Sequence[str] | None = None,
                      batch_size: int = 500, progress: bool = False) -> LdiffResult:
     """Test TVSPrune's LDIFF claim on ``model``: LDIFF of each single-layer DFC (filter scores from
     ``stats_split``) against the accuracy drop of pruning ``fraction`` of that layer's channels at
     random (each seed a fresh random set; physical surgery; evaluated on ``eval_images`` class-balanced
-    images of ``eval_split``). ``layers`` restricts the experiment to those feed-in convs.
-    The caller's model is not modified."""
+    images of ``eval_split``; a DataLoader or an ``evaluate(model) -> float`` with ``eval_images=None``
+    is used as it is). ``stats_split``: any data source. ``layers`` restricts the experiment to those
+    feed-in convs. The caller's model is not modified."""
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1); got {fraction}")
     if not seeds:
@@ -231,11 +233,18 @@ def ldiff_experiment(model: nn.Module, model_name: str = "model", fraction: floa
         bns[a] = d.bn_after[a]
     stats = collect_statistics(model, stats_split, modules=list(bns.values()), per_class=stats_per_class)
     scores = filter_scores(stats, distance)
-    if isinstance(eval_split, str):
-        eval_split = cdata.load_split(eval_split)
-    if eval_images is not None and eval_images < len(eval_split):
-        eval_split = eval_split.subset(eval_images, seed=0)
-    base = evaluate(model, eval_split, batch_size=batch_size)
+    eval_split = sources.resolve(eval_split)
+    if sources.is_split(eval_split):
+        if eval_images is not None and eval_images < len(eval_split):
+            eval_split = eval_split.subset(eval_images, seed=0)
+        eval_n = len(eval_split)
+    elif eval_images is not None:
+        raise ValueError("eval_images subsets a course split; for a DataLoader or an evaluate callable "
+                         "pass eval_images=None (and subset the dataset yourself)")
+    else:
+        eval_n = len(getattr(eval_split, "dataset", ()))
+    accuracy, eval_name = sources.as_evaluator(eval_split, batch_size)
+    base = accuracy(model)
     it = dfcs
     if progress:
         from tqdm.auto import tqdm
@@ -249,14 +258,14 @@ def ldiff_experiment(model: nn.Module, model_name: str = "model", fraction: floa
             g = torch.Generator().manual_seed(10_007 * int(seed) + d.index)
             chans = torch.randperm(d.channels, generator=g)[:k].tolist()
             pruned = prune(model, graph, {d: chans})
-            drops.append(base - evaluate(pruned, eval_split, batch_size=batch_size))
+            drops.append(base - accuracy(pruned))
         s = scores[bns[a]]
         rows.append(LayerSensitivity(a, bns[a], d.index, d.channels, k, ldiff(s), float(s.mean()), drops,
                                      float(np.mean(drops)), float(np.std(drops, ddof=1)) if len(drops) > 1 else 0.0,
                                      s.tolist()))
     x, y = [r.ldiff for r in rows], [r.mean_drop for r in rows]
     return LdiffResult(model_name, rows, fraction, list(seeds), distance, stats.split,
-                       stats_per_class, eval_split.name, len(eval_split), base, spearman(x, y),
+                       stats_per_class, eval_name, eval_n, base, spearman(x, y),
                        permutation_pvalue(x, y), excluded)
 
 

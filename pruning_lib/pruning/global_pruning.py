@@ -4,7 +4,9 @@ Narshana et al. (ICLR 2023) score every channel of every DFC once, then repeated
 globally lowest-scoring channels, a small fraction per round, never the last channel of a DFC,
 rebuilding the layers smaller, until a budget is met. Here a step removes ``step_fraction`` of the
 channels eligible at the start (a constant step), and the run stops at a target on parameters,
-FLOPs, measured latency speedup, or accuracy drop on a split. The ablation of the paper is the
+FLOPs, measured latency speedup, or accuracy drop (:class:`~pruning_lib.pruning.target.Target`).
+Data-free criteria need no data; a data-driven one (``"tvs"``) reads ``data=`` (a DataLoader), and
+an accuracy target reads ``evaluate=`` (a DataLoader or an ``evaluate(model) -> float``). The ablation of the paper is the
 ``coupled`` switch: ``False`` prunes only non-coupled DFCs (|A| = |B| = 1).
 """
 from __future__ import annotations
@@ -17,34 +19,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .coupling import DFC, ChannelGraph, discover
-from .criteria import ChannelScores, get_criterion
-from .measure import compare_latency, count_flops, count_parameters, speedups
+from .. import sources
+from ..graph.discovery import discover
+from ..graph.types import DFC, ChannelGraph
+from ..measure.counts import count_flops, count_parameters
+from ..measure.latency import compare_latency, speedups
+from ..scoring.base import ChannelScores, resolve_criterion
+from ..sources import DataSource, Evaluator
+from ..surgery.prune import prune
 from .report import PruningReport, PruningStep
-from .surgery import prune
-
-
-@dataclass
-class PruningTarget:
-    """When to stop. ``parameters``/``flops``: fraction of the unpruned count to reach (e.g. 0.5);
-    ``speedup``: measured latency speedup to reach; ``accuracy_drop``: the most accuracy (points)
-    that may be lost (the run stops at the first step beyond it and keeps the one before);
-    ``channels``: fraction of the eligible channels to remove at most. None: no such limit."""
-    parameters: float | None = None
-    flops: float | None = None
-    speedup: float | None = None
-    accuracy_drop: float | None = None
-    channels: float | None = None
-
-    def __post_init__(self):
-        for name in ("parameters", "flops", "channels"):
-            v = getattr(self, name)
-            if v is not None and not 0 < v <= 1:
-                raise ValueError(f"PruningTarget.{name}={v}: give a fraction in (0, 1], e.g. 0.5")
-        if self.speedup is not None and self.speedup < 1:
-            raise ValueError(f"PruningTarget.speedup={self.speedup}: a speedup target is at least 1")
-        if self.accuracy_drop is not None and self.accuracy_drop < 0:
-            raise ValueError(f"PruningTarget.accuracy_drop={self.accuracy_drop}: give points of accuracy >= 0")
+from .target import PruningTarget, Target
 
 
 @dataclass
@@ -70,6 +54,13 @@ class GlobalPruningResult:
     def model_at(self, step: int) -> nn.Module:
         """The physically pruned model of a step, rebuilt from the unpruned one."""
         return prune(self.original, self.graph, self.removals(step))
+
+
+def default_input_shape(data: DataSource | None) -> tuple:
+    """One sample of ``data``'s first batch as an input shape (1, C, H, W), or CIFAR's (1, 3, 32, 32)."""
+    if data is None or sources.is_split(sources.resolve(data)):
+        return (1, 3, 32, 32)
+    return (1,) + tuple(sources.first_input(data).shape[1:])
 
 
 def removal_order(scores: ChannelScores, dfcs: list[DFC]) -> list[tuple[DFC, int]]:
@@ -104,30 +95,39 @@ def step_plan(order: list[tuple[DFC, int]], n: int, align: int = 1) -> dict[DFC,
 
 
 def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores] | ChannelScores = "dfpc",
-                 target: PruningTarget | None = None, *, step_fraction: float = 0.01, coupled: bool = True,
-                 input_shape: tuple = (1, 3, 32, 32), graph: ChannelGraph | None = None,
-                 eval_split=None, latency: bool = False, latency_shape: tuple = (64, 3, 32, 32),
+                 target: Target | None = None, *, data: DataSource | None = None,
+                 evaluate: Evaluator | DataSource | None = None, step_fraction: float = 0.01, coupled: bool = True,
+                 input_shape: tuple | None = None, graph: ChannelGraph | None = None,
+                 eval_split=None, latency: bool = False, latency_shape: tuple | None = None,
                  latency_repeats: int = 10, latency_threads: int | None = None, max_steps: int | None = None,
                  align: int = 1, progress: bool = True, name: str | None = None) -> GlobalPruningResult:
     """Prune ``model`` globally by static scores until ``target`` (or until nothing is left).
 
-    ``criterion``: ``"dfpc"``, ``"l1"``, ``"random"``, a function (model, graph) -> ChannelScores,
-    or ready scores. ``eval_split``: split name or :class:`~pruning_lib.data.CIFAR10Split` for the
-    accuracy of every step (``"val"`` is used when an accuracy target is set and none is given).
-    ``latency``: measure every step against the unpruned model in the same run (on by itself for
-    a speedup target). ``align``: keep channel counts multiples of this (see :func:`step_plan`).
-    The caller's model is never modified.
+    ``criterion``: a registered name (``"dfpc"``, ``"l1"``, ``"random"``, ``"tvs"``; see
+    :func:`pruning_lib.list_criteria`), a function (model, graph, **data) -> ChannelScores, or ready
+    scores. ``data``: the samples a data-driven criterion reads (a DataLoader of (inputs, labels)).
+    ``evaluate`` (``eval_split`` is its earlier name): a data source or ``evaluate(model) -> float``
+    for the accuracy of every step (the course's ``"val"`` split when an accuracy target is set and
+    none is given). ``input_shape``: the example input for tracing and FLOPs (default: one sample
+    of ``data``'s first batch, else CIFAR's (1, 3, 32, 32)). ``latency``: measure every step against
+    the unpruned model in the same run (on by itself for a speedup target; at ``latency_shape``,
+    default a batch of 64 of ``input_shape``). ``align``: keep channel counts multiples of this (see
+    :func:`step_plan`). The caller's model is never modified.
     """
-    target = target or PruningTarget()
+    target = target or Target()
+    if not isinstance(target, Target):
+        raise TypeError(f"target must be a pruning_lib.Target, got {type(target).__name__}")
     if not 0 < step_fraction <= 1:
         raise ValueError(f"step_fraction={step_fraction}: give a fraction of the prunable channels in (0, 1]")
-    if target.accuracy_drop is not None and eval_split is None:
-        eval_split = "val"
+    if evaluate is not None and eval_split is not None:
+        raise TypeError("give evaluate= or its earlier name eval_split=, not both")
+    evaluate = evaluate if evaluate is not None else eval_split
+    if target.needs_accuracy and evaluate is None:
+        evaluate = "val"
+    evaluator, eval_name = sources.as_evaluator(evaluate) if evaluate is not None else (None, "")
     latency = latency or target.speedup is not None
-    from .train import evaluate                          # heavy import only when used
-    if isinstance(eval_split, str):
-        from .data import load_split
-        eval_split = load_split(eval_split)
+    input_shape = tuple(input_shape) if input_shape is not None else default_input_shape(data)
+    latency_shape = latency_shape or (64,) + input_shape[1:]
 
     base = copy.deepcopy(model).eval()
     if isinstance(criterion, ChannelScores):
@@ -135,8 +135,8 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
         graph = scores.graph
     else:
         graph = graph if graph is not None else discover(base, input_shape)
-        fn = get_criterion(criterion) if isinstance(criterion, str) else criterion
-        scores = fn(base, graph)
+        fn = resolve_criterion(criterion)
+        scores = fn(base, graph) if data is None else fn(base, graph, data=data)
     eligible = [d for d in graph.dfcs if coupled or not d.coupled]
     if not eligible:
         raise ValueError("no DFC is eligible: the model has no non-coupled DFC; prune with coupled=True")
@@ -151,15 +151,15 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
         total_steps = min(total_steps, max_steps)
 
     report = PruningReport(scores.method + ("" if coupled else " (no coupled)"), name or type(model).__name__,
-                           getattr(eval_split, "name", ""),
+                           eval_name,
                            info={"criterion": scores.method, "coupled": coupled, "step_fraction": step_fraction,
                                  "channels_per_step": per_step, "eligible_channels": n_eligible,
                                  "eligible_dfcs": len(eligible), "input_shape": list(input_shape), "align": align})
 
     def measure(step: int, m: nn.Module, removed: int) -> PruningStep:
         rec = PruningStep(step, removed, count_parameters(m), count_flops(m, input_shape))
-        if eval_split is not None:
-            rec.accuracy = round(evaluate(m, eval_split), 4)
+        if evaluator is not None:
+            rec.accuracy = round(evaluator(m), 4)
         if latency:
             models = {"unpruned": base} if step == 0 else {"unpruned": base, "pruned": m}
             res = compare_latency(models, latency_shape, repeats=latency_repeats, threads=latency_threads)
@@ -188,12 +188,17 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
             rec.note = "beyond the accuracy-drop target"
             reason = f"accuracy drop above {target.accuracy_drop} points"
             break
+        if target.min_accuracy is not None and rec.accuracy < target.min_accuracy:
+            rec.note = "below the accuracy floor"
+            reason = f"accuracy below {target.min_accuracy} %"
+            break
         accepted, accepted_step = current, step
         hit = []
-        if target.parameters is not None and rec.parameters <= target.parameters * first.parameters:
-            hit.append(f"parameters at most {target.parameters:.0%} of the unpruned")
-        if target.flops is not None and rec.flops <= target.flops * first.flops:
-            hit.append(f"FLOPs at most {target.flops:.0%} of the unpruned")
+        keep_p, keep_f = target.kept("parameters"), target.kept("flops")
+        if keep_p is not None and rec.parameters <= keep_p * first.parameters:
+            hit.append(f"parameters at most {keep_p:.0%} of the unpruned")
+        if keep_f is not None and rec.flops <= keep_f * first.flops:
+            hit.append(f"FLOPs at most {keep_f:.0%} of the unpruned")
         if target.speedup is not None and rec.speedup >= target.speedup:
             hit.append(f"measured speedup at least {target.speedup}x")
         if hit:
@@ -212,4 +217,5 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
     return GlobalPruningResult(report, accepted, graph, scores, order, accepted_step, reason, base, prefix, align)
 
 
-__all__ = ["PruningTarget", "GlobalPruningResult", "removal_order", "step_plan", "global_prune"]
+__all__ = ["Target", "PruningTarget", "GlobalPruningResult", "removal_order", "step_plan", "global_prune",
+           "default_input_shape"]

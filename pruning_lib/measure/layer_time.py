@@ -3,7 +3,7 @@
 DFPC's motivation: in a ResNet-50 the conv/linear layers whose input or output channels are coupled
 (read from or written to a residual stream) take more than 66 % of CPU inference time, so a method
 that only prunes inside blocks leaves most of the time untouched. :func:`coupled_time_share`
-measures that share for any model and its :class:`~pruning_lib.coupling.ChannelGraph`: each conv
+measures that share for any model and its :class:`~pruning_lib.graph.ChannelGraph`: each conv
 and linear layer is wrapped in a ``torch.profiler`` label (``record_function``) through forward
 hooks, the model is profiled over a few forward passes, and the labelled CPU times are summed.
 """
@@ -19,7 +19,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .coupling import ChannelGraph
+from ..graph.types import ChannelGraph
+from ..surgery.handlers import handler_for, is_weighted
 
 _PREFIX = "layer_time::"
 
@@ -47,9 +48,8 @@ class CoupledTimeShare:
 
 def coupled_layers(model: nn.Module, graph: ChannelGraph) -> list[str]:
     """Conv/linear layers that produce, carry (depthwise) or read the channels of a coupled DFC."""
-    kinds = (nn.Conv2d, nn.Linear)
     names = {r.module for d in graph.dfcs if d.coupled for r in d.feed_in + d.dependent + d.feed_out}
-    return [n for n, m in model.named_modules() if n in names and isinstance(m, kinds)]
+    return [n for n, m in model.named_modules() if n in names and is_weighted(m)]
 
 
 @dataclass
@@ -66,11 +66,10 @@ def layer_macs(model: nn.Module, graph: ChannelGraph) -> dict[str, int]:
     """MACs per image of every conv and linear layer, from the shapes recorded by discovery."""
     out = {}
     for name, m in model.named_modules():
-        if not isinstance(m, (nn.Conv2d, nn.Linear)) or name not in graph.shapes:
+        if not is_weighted(m) or name not in graph.shapes:
             continue
         _, shape_out = graph.shapes[name]
-        per_output = (m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-                      if isinstance(m, nn.Conv2d) else m.in_features)
+        per_output = handler_for(m).macs_per_output(m)
         n = 1
         for v in shape_out[1:]:
             n *= v
@@ -100,7 +99,7 @@ def coupled_time_share(model: nn.Module, graph: ChannelGraph, input_shape: tuple
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if method not in ("profiler", "hooks"):
         raise ValueError(f"method must be 'profiler' or 'hooks', got {method!r}")
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    layers = {n: m for n, m in model.named_modules() if is_weighted(m)}
     coupled = coupled_layers(model, graph)
     missing = {r.module for d in graph.dfcs for r in d.feed_in + d.feed_out} - set(layers)
     if missing:

@@ -18,7 +18,13 @@ Summary of a filter's output map (N, C, H, W) -> samples per channel:
 - ``"spatial_flatten"``: every spatial position of every image is a sample of the filter's 1-D output
   distribution (closer to the released code, which flattened maps; n = images x H x W; the samples
   within one image are correlated, so these variances mix within- and between-image spread).
-Means and (unbiased) variances are accumulated in float64 by Chan's parallel update, batch by batch.
+Means and (unbiased) variances are accumulated in float64 by Chan's parallel update, batch by batch
+(:class:`MomentAccumulator`). TVSPrune's stream sites (:mod:`pruning_lib.scoring.tvs`) use the plain
+per-class sums of :class:`SumAccumulator` instead (variances divided by n): both estimators live
+here, each kept as it was so that every stored score is reproduced exactly.
+
+The samples come from any data source (:mod:`pruning_lib.sources`): a DataLoader of (inputs,
+labels) batches, or a course split such as ``dist`` (labelled samples from the data distribution).
 """
 from __future__ import annotations
 
@@ -28,8 +34,9 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
-from . import data as cdata
-from .tv_distance import pairwise_min, resolve_score
+from .. import sources
+from ..sources import DataSource
+from .distances import pairwise_min, resolve_score
 
 SUMMARIES = ("spatial_mean", "spatial_flatten")
 
@@ -84,8 +91,9 @@ def _summarise(out: torch.Tensor, summary: str, name: str) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2).reshape(-1, x.shape[1]).to(torch.float64, copy=True)
 
 
-class _Accumulator:
-    """Chan's parallel update of per-class count, mean and sum of squared deviations, shape (K, C)."""
+class MomentAccumulator:
+    """Chan's parallel update of per-class count, mean and sum of squared deviations, shape (K, C);
+    :meth:`moments` gives unbiased variances (divided by n - 1)."""
 
     def __init__(self, k: int):
         self.k = k
@@ -112,31 +120,57 @@ class _Accumulator:
         return ChannelMoments(self.mean.cpu(), var.cpu(), self.n.long().cpu())
 
 
+class SumAccumulator:
+    """Per-class sums and sums of squares of (N, C) float64 samples, by one-hot products; gives the
+    class means and the biased variances (divided by n, clamped at 0) for given class counts."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.sums = self.sq = None
+
+    def add(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        onehot = torch.nn.functional.one_hot(y, self.k).to(torch.float64)       # (N, K)
+        s, q = onehot.T @ z, onehot.T @ (z * z)
+        if self.sums is None:
+            self.sums, self.sq = s, q
+        else:
+            self.sums += s
+            self.sq += q
+
+    def moments(self, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(means, variances), each (K, C), for ``counts`` samples per class."""
+        n = counts.clamp_min(1)[:, None]
+        mean = self.sums / n
+        return mean, (self.sq / n - mean * mean).clamp_min(0.0)
+
+
 @torch.no_grad()
-def collect_statistics(model: nn.Module, split: cdata.CIFAR10Split | str = "dist",
+def collect_statistics(model: nn.Module, data: DataSource = "dist",
                        modules: Sequence[str] | None = None, per_class: int | None = None,
                        batch_size: int = 250, summary: str = "spatial_mean", seed: int = 0,
-                       device: torch.device | str | None = None, progress: bool = False) -> ClassStatistics:
-    """Class-conditional mean and variance of every channel of each module's output, on ``split``.
+                       device: torch.device | str | None = None, progress: bool = False,
+                       num_classes: int | None = None) -> ClassStatistics:
+    """Class-conditional mean and variance of every channel of each module's output, on ``data``.
 
-    ``modules``: module names (default: every BatchNorm2d). ``per_class``: use that many images of
-    each class (a seeded, class-balanced subset; default: the whole split, e.g. 200 per class of
-    ``dist``). ``summary``: ``"spatial_mean"`` or ``"spatial_flatten"`` (see the module docstring).
-    The model runs in eval mode, all modules in one forward pass per batch; it is returned unchanged
-    (each submodule's mode restored, hooks removed)."""
+    ``data``: a DataLoader of (inputs, labels) batches or a course split (or its name; ``batch_size``
+    batches a split). ``modules``: module names (default: every BatchNorm2d). ``per_class``: use that
+    many images of each class of a split (a seeded, class-balanced subset; default: all of it, e.g.
+    200 per class of ``dist``). ``num_classes``: default the split's classes, or 1 + the largest
+    label of a loader (one extra pass). ``summary``: ``"spatial_mean"`` or ``"spatial_flatten"``
+    (see the module docstring). The model runs in eval mode, all modules in one forward pass per
+    batch; it is returned unchanged (each submodule's mode restored, hooks removed)."""
     if summary not in SUMMARIES:
         raise ValueError(f"unknown summary {summary!r}; choose one of {SUMMARIES}")
-    if isinstance(split, str):
-        split = cdata.load_split(split)
-    k = len(split.classes)
-    if per_class is not None:
-        counts = torch.bincount(split.y, minlength=k)
+    data = sources.resolve(data)
+    k = num_classes or sources.num_classes(data)
+    if per_class is not None and sources.is_split(data):
+        counts = torch.bincount(data.y, minlength=k)
         if per_class < 2:
             raise ValueError(f"per_class={per_class}: a variance needs at least 2 images per class")
         if per_class > int(counts.min()):
-            raise ValueError(f"per_class={per_class} but split {split.name!r} has only {int(counts.min())} "
+            raise ValueError(f"per_class={per_class} but split {data.name!r} has only {int(counts.min())} "
                              f"images of its smallest class; lower per_class or use a larger split")
-        split = split.subset(per_class * k, seed=seed)
+    data = sources.per_class_subset(data, per_class, seed)
     named = dict(model.named_modules())
     names = list(modules) if modules is not None else default_modules(model)
     if not names:
@@ -146,7 +180,8 @@ def collect_statistics(model: nn.Module, split: cdata.CIFAR10Split | str = "dist
         raise ValueError(f"modules {missing} are not in the model; valid names look like "
                          f"{[n for n in named if n][:5]} (see model.named_modules())")
     device = torch.device(device) if device else next(model.parameters()).device
-    acc = {n: _Accumulator(k) for n in names}
+    acc = {n: MomentAccumulator(k) for n in names}
+    images = torch.zeros(k, dtype=torch.long)
     current: dict[str, torch.Tensor] = {}
 
     def hook(name):
@@ -161,13 +196,14 @@ def collect_statistics(model: nn.Module, split: cdata.CIFAR10Split | str = "dist
     handles = [named[n].register_forward_hook(hook(n)) for n in names]
     try:
         model.eval()
-        it = cdata.batches(split, batch_size)
+        it = sources.iter_batches(data, batch_size)
         if progress:
             from tqdm.auto import tqdm
-            it = tqdm(it, total=-(-len(split) // batch_size), desc="class statistics", leave=False)
+            it = tqdm(it, total=sources.batch_count(data, batch_size), desc="class statistics", leave=False)
         for x, y in it:
             current.clear()
             model(x.to(device))
+            images += torch.bincount(y.cpu(), minlength=k)
             y = y.to(device)
             for n in names:
                 if n not in current:
@@ -181,9 +217,10 @@ def collect_statistics(model: nn.Module, split: cdata.CIFAR10Split | str = "dist
             h.remove()
         for m, mode in modes.items():
             m.training = mode
-    per = {c: int(v) for c, v in enumerate(torch.bincount(split.y, minlength=k))}
-    return ClassStatistics({n: acc[n].moments() for n in names}, tuple(split.classes), summary,
-                           split.name, len(split), per)
+    classes = tuple(data.classes) if sources.is_split(data) else tuple(range(k))
+    per = {c: int(v) for c, v in enumerate(images)}
+    return ClassStatistics({n: acc[n].moments() for n in names}, classes, summary,
+                           sources.source_name(data), int(images.sum()), per)
 
 
 DISTANCES = ("hellinger_lb", "tv_exact", "mean_gap", "hellinger")
@@ -204,5 +241,5 @@ def filter_scores(stats: ClassStatistics, distance: str = "hellinger_lb",
     return {n: pairwise_min(fn, stats[n].means, stats[n].vars) for n in names}
 
 
-__all__ = ["ChannelMoments", "ClassStatistics", "SUMMARIES", "DISTANCES", "default_modules",
+__all__ = ["ChannelMoments", "ClassStatistics", "MomentAccumulator", "SumAccumulator", "SUMMARIES", "DISTANCES", "default_modules",
            "collect_statistics", "filter_scores"]

@@ -126,3 +126,7 @@ def cifar_resnet50(num_classes: int = 10) -> CifarResNet:
 
 def cifar_resnet101(num_classes: int = 10) -> CifarResNet:
     return CifarResNet(Bottleneck, [3, 4, 23, 3], [64, 128, 256, 512], num_classes)
+
+
+__all__ = ["BasicBlock", "Bottleneck", "CifarResNet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+           "cifar_resnet18", "cifar_resnet50", "cifar_resnet101"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..surgery.handlers import handler_for
 from .models import get_model
 
 FORMAT = "pruning-course-checkpoint/1"
@@ -150,7 +151,7 @@ def read_checkpoint(path: str | Path) -> dict:
     ckpt = _load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pruning-course checkpoint (expected format {FORMAT}); "
-                              "save models with pruning_lib.checkpoints.save_checkpoint")
+                              "save models with pruning_lib.course.checkpoints.save_checkpoint")
     if "shards" in ckpt:
         ckpt = {**{k: v for k, v in ckpt.items() if k != "shards"}, "state_dict": _read_shards(path, ckpt["shards"])}
     return ckpt
@@ -197,27 +198,10 @@ def resize_to_state(model: nn.Module, state: dict) -> None:
     """Rebuild Conv2d / BatchNorm / Linear layers in place at the shapes found in ``state``
     (how a pruned model is restored from its saved state_dict)."""
     for name, m in model.named_modules():
-        prefix = f"{name}." if name else ""
-        w = state.get(prefix + "weight")
-        if isinstance(m, nn.Conv2d) and w is not None:
-            out_c, in_per_group = w.shape[:2]
-            groups = m.groups
-            if groups > 1 and groups == m.in_channels == m.out_channels:   # depthwise stays depthwise
-                groups = out_c
-            m.out_channels, m.in_channels, m.groups = out_c, in_per_group * groups, groups
-            m.weight = nn.Parameter(torch.empty_like(w, dtype=m.weight.dtype))
-            if m.bias is not None:
-                m.bias = nn.Parameter(torch.empty(out_c, dtype=m.bias.dtype))
-        elif isinstance(m, nn.Linear) and w is not None:
-            m.out_features, m.in_features = w.shape
-            m.weight = nn.Parameter(torch.empty_like(w, dtype=m.weight.dtype))
-            if m.bias is not None:
-                m.bias = nn.Parameter(torch.empty(w.shape[0], dtype=m.bias.dtype))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and (prefix + "running_mean") in state:
-            n = state[prefix + "running_mean"].shape[0]
-            m.num_features = n
-            if m.affine:
-                m.weight = nn.Parameter(torch.empty(n, dtype=m.weight.dtype))
-                m.bias = nn.Parameter(torch.empty(n, dtype=m.bias.dtype))
-            m.running_mean = torch.zeros(n)
-            m.running_var = torch.ones(n)
+        h = handler_for(m)
+        if h is not None:
+            h.resize(m, state, f"{name}." if name else "")
+
+
+__all__ = ["FORMAT", "MAX_SHARD_MB", "CheckpointError", "library_versions", "save_checkpoint", "read_checkpoint",
+           "load_checkpoint", "load_state", "resize_to_state"]

@@ -5,7 +5,8 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Patch, Rectangle
 from torch import nn
 
-from .coupling import ChannelGraph
+from ..surgery.handlers import GROUPED, PRODUCER, handler_for
+from .types import ChannelGraph
 
 
 def dfc_frame(graph: ChannelGraph):
@@ -19,8 +20,7 @@ def plot_dfcs(model: nn.Module, graph: ChannelGraph, ax=None, title: str | None 
     channels (right), coloured by the DFC they belong to. Coupled DFCs get strong colours and a
     legend entry; single DFCs alternate pale shades; unprunable channels are hatched grey."""
     layers = [n for n, m in model.named_modules()
-              if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and not
-                                               (m.groups > 1 and m.groups == m.in_channels))]
+              if getattr(handler_for(m), "role", None) in (PRODUCER, GROUPED)]
     every = graph.dfcs + graph.unprunable
     reads = {r.module: d for d in every for r in d.feed_out}
     writes = {r.module: d for d in every for r in d.feed_in}
@@ -57,3 +57,6 @@ def plot_dfcs(model: nn.Module, graph: ChannelGraph, ax=None, title: str | None 
     ax.set_title(title or f"{type(model).__name__}: {len(graph.dfcs)} DFCs, {graph.num_coupled} coupled",
                  fontsize=9)
     return ax
+
+
+__all__ = ["dfc_frame", "plot_dfcs"]

@@ -1,4 +1,4 @@
-"""Measurement of models as they really are: parameters, FLOPs and wall-clock latency.
+"""Wall-clock latency of models as they really are, and the speedups it measures.
 
 Speedups in this course are measured, never inferred from FLOPs: :func:`compare_latency` times
 several models interleaved in one run (so a busy machine slows them alike) and :func:`speedups`
@@ -16,33 +16,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (every element of every parameter tensor)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def _example(model: nn.Module, input_shape: tuple, device=None) -> torch.Tensor:
-    p = next(model.parameters(), None)
-    device = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    return torch.randn(input_shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
-
-
-@torch.no_grad()
-def count_flops(model: nn.Module, input_shape: tuple = (1, 3, 32, 32)) -> int:
-    """FLOPs of one forward pass at ``input_shape`` (per image when the batch is 1), counted by
-    ``torch.utils.flop_counter`` (a multiply-add counts as 2 FLOPs; convs and matmuls only)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model(_example(model, input_shape))
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())
+from .counts import example_input
 
 
 @dataclass(frozen=True)
@@ -98,7 +73,7 @@ def compare_latency(models: dict[str, nn.Module], input_shape: tuple = (64, 3, 3
     modes = {k: m.training for k, m in models.items()}
     times: dict[str, list[float]] = {k: [] for k in models}
     with _threads(threads) as n_threads, torch.inference_mode():
-        x = _example(next(iter(models.values())), input_shape, device)
+        x = example_input(next(iter(models.values())), input_shape, device)
         for m in models.values():
             m.to(device).eval()
         for _ in range(warmup):
@@ -136,4 +111,4 @@ def speedups(results: dict[str, LatencyResult], baseline: str, statistic: str = 
     return {k: base / getattr(r, key) for k, r in results.items()}
 
 
-__all__ = ["count_parameters", "count_flops", "LatencyResult", "measure_latency", "compare_latency", "speedups"]
+__all__ = ["LatencyResult", "measure_latency", "compare_latency", "speedups"]

@@ -5,7 +5,9 @@ one :class:`PruningStep` per accepted step, the unpruned model first (step 0).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 
 @dataclass
@@ -110,6 +112,44 @@ class PruningReport:
         names = {f.name for f in fields(PruningStep)}
         steps = [PruningStep(**{k: v for k, v in s.items() if k in names}) for s in d.get("steps", [])]
         return cls(d["method"], d["model"], d.get("accuracy_split", ""), steps, d.get("info", {}))
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path`` (read back with :meth:`load`)."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, key: str | None = None) -> "PruningReport":
+        """The report stored in ``path``: a file :meth:`save` wrote, or one run of a results file
+        (``data/results/*.json``) by its key in :meth:`load_all` (needed when the file holds several)."""
+        reports = cls.load_all(path)
+        if key is None and len(reports) == 1:
+            return next(iter(reports.values()))
+        if key not in reports:
+            raise KeyError(f"{path} holds {len(reports)} pruning runs; pass key= one of {list(reports)}")
+        return reports[key]
+
+    @classmethod
+    def load_all(cls, path: str | Path) -> dict[str, "PruningReport"]:
+        """Every pruning run stored in a JSON file, by key: a saved report (its method), an experiment
+        script's DFPC results (``methods``: one per method label, e.g. ``"DFPC (coupled)"``) or
+        TVSPrune results (``rows``: ``"target 2.4%"`` for each target sparsity)."""
+        d = json.loads(Path(path).read_text())
+        if isinstance(d, dict) and "steps" in d and "method" in d:
+            return {d["method"]: cls.from_dict(d)}
+        if isinstance(d, dict) and isinstance(d.get("methods"), dict):
+            return {label: cls.from_dict({"method": label, "model": d.get("model", ""),
+                                          "accuracy_split": d.get("accuracy_split", ""), "steps": run["steps"],
+                                          "info": {k: v for k, v in run.items() if k != "steps"}})
+                    for label, run in d["methods"].items()}
+        if isinstance(d, dict) and isinstance(d.get("rows"), list) and all("report" in r for r in d["rows"]):
+            return {f"target {r['target_%']}%": cls.from_dict(r["report"]) for r in d["rows"]}
+        if isinstance(d, dict) and d and all(isinstance(v, dict) and "rows" in v for v in d.values()):
+            raise ValueError(f"{path} holds LDIFF experiments (per-layer rows), not pruning runs; read them "
+                             "with json.load (see pruning_lib.scoring.ldiff.LdiffResult)")
+        raise ValueError(f"{path} holds no pruning report: expected a saved PruningReport, or a results file "
+                         "with 'methods' (DFPC) or 'rows' with reports (TVSPrune)")
 
 
 __all__ = ["PruningStep", "PruningReport"]

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .coupling import DFC, ChannelGraph, ChannelRef, discover
-from .criteria import ChannelScores
+from ..graph.types import DFC, ChannelGraph, ChannelRef
+from ..surgery.handlers import kind_of
+from .base import ChannelScores, graph_of, register_criterion
 
 
 class UnsupportedLayerError(ValueError):
@@ -42,19 +43,47 @@ def _spatial(shape: tuple | None, name: str, which: str) -> tuple[int, ...]:
 
 
 @torch.no_grad()
+def _conv_feed_in(m: nn.Conv2d, name: str, graph: ChannelGraph) -> torch.Tensor:
+    shape_in, _ = graph.shapes[name]
+    ones = torch.ones((1, m.in_channels) + _spatial(shape_in, name, "input"), dtype=torch.float64)
+    v = m._conv_forward(ones, _abs_weight(m), None)          # honours padding_mode too
+    return v[0].flatten(1)
+
+
+@torch.no_grad()
+def _conv_feed_out(m: nn.Conv2d, name: str, graph: ChannelGraph, stride: int) -> torch.Tensor:
+    shape_in, shape_out = graph.shapes[name]
+    size_in = _spatial(shape_in, name, "input")
+    size_out = _spatial(shape_out, name, "output")
+    w = _abs_weight(m)
+    ones = torch.ones((1, m.out_channels) + size_out, dtype=torch.float64)
+    if m.padding_mode == "zeros" and not isinstance(m.padding, str):
+        pad = [size_in[i] - ((size_out[i] - 1) * m.stride[i] - 2 * m.padding[i]
+                             + m.dilation[i] * (m.kernel_size[i] - 1) + 1) for i in range(2)]
+        u = F.conv_transpose2d(ones, w, None, m.stride, m.padding, tuple(pad), 1, m.dilation)
+    else:                       # other paddings: the same adjoint, by a vector-Jacobian product
+        with torch.enable_grad():
+            x = torch.ones((1, m.in_channels) + size_in, dtype=torch.float64, requires_grad=True)
+            (u,) = torch.autograd.grad(m._conv_forward(x, w, None), x, ones)
+    return u[0].flatten(1)
+
+
+# The layer kinds (pruning_lib.surgery.handlers) the bound covers, and how each unrolls.
+_FEED_IN = {"linear": lambda m, name, graph: _abs_weight(m).sum(1, keepdim=True), "conv": _conv_feed_in}
+_FEED_OUT = {"linear": lambda m, name, graph, stride: _abs_weight(m).sum(0).view(-1, stride),
+             "conv": _conv_feed_out}
+
+
+@torch.no_grad()
 def feed_in_profile(m: nn.Module, name: str, graph: ChannelGraph) -> torch.Tensor:
     """V_a: row sums of |M_a| per output channel and position, shape (C_out, P_out).
 
     A conv: conv(all-ones input, |W_a|) with the layer's own stride, padding and dilation (so
     zero-padding borders are exact). A Linear: the row sums of |W_a| (P_out = 1)."""
-    if isinstance(m, nn.Linear):
-        return _abs_weight(m).sum(1, keepdim=True)
-    if isinstance(m, nn.Conv2d) and m.groups == 1:
-        shape_in, _ = graph.shapes[name]
-        ones = torch.ones((1, m.in_channels) + _spatial(shape_in, name, "input"), dtype=torch.float64)
-        v = m._conv_forward(ones, _abs_weight(m), None)          # honours padding_mode too
-        return v[0].flatten(1)
-    raise UnsupportedLayerError(f"{name} ({type(m).__name__}) cannot be a feed-in layer of the DFPC bound")
+    fn = _FEED_IN.get(kind_of(m))
+    if fn is None:
+        raise UnsupportedLayerError(f"{name} ({type(m).__name__}) cannot be a feed-in layer of the DFPC bound")
+    return fn(m, name, graph)
 
 
 @torch.no_grad()
@@ -64,25 +93,10 @@ def feed_out_profile(m: nn.Module, name: str, graph: ChannelGraph, stride: int =
     A conv: conv_transpose(all-ones output, |W_b|) with the layer's stride, padding, dilation and the
     output padding that restores its input size. A Linear: the column sums of |W_b|; when it reads a
     flattened map (``stride`` = H*W features per channel) they are laid out per position."""
-    if isinstance(m, nn.Linear):
-        u = _abs_weight(m).sum(0)
-        return u.view(-1, stride)
-    if isinstance(m, nn.Conv2d) and m.groups == 1:
-        shape_in, shape_out = graph.shapes[name]
-        size_in = _spatial(shape_in, name, "input")
-        size_out = _spatial(shape_out, name, "output")
-        w = _abs_weight(m)
-        ones = torch.ones((1, m.out_channels) + size_out, dtype=torch.float64)
-        if m.padding_mode == "zeros" and not isinstance(m.padding, str):
-            pad = [size_in[i] - ((size_out[i] - 1) * m.stride[i] - 2 * m.padding[i]
-                                 + m.dilation[i] * (m.kernel_size[i] - 1) + 1) for i in range(2)]
-            u = F.conv_transpose2d(ones, w, None, m.stride, m.padding, tuple(pad), 1, m.dilation)
-        else:                       # other paddings: the same adjoint, by a vector-Jacobian product
-            with torch.enable_grad():
-                x = torch.ones((1, m.in_channels) + size_in, dtype=torch.float64, requires_grad=True)
-                (u,) = torch.autograd.grad(m._conv_forward(x, w, None), x, ones)
-        return u[0].flatten(1)
-    raise UnsupportedLayerError(f"{name} ({type(m).__name__}) cannot be a feed-out layer of the DFPC bound")
+    fn = _FEED_OUT.get(kind_of(m))
+    if fn is None:
+        raise UnsupportedLayerError(f"{name} ({type(m).__name__}) cannot be a feed-out layer of the DFPC bound")
+    return fn(m, name, graph, stride)
 
 
 def bn_factor(model: nn.Module, dfc: DFC, a: str, rows: list[int]) -> torch.Tensor:
@@ -110,7 +124,7 @@ def _pool_between(model: nn.Module, graph: ChannelGraph, size_a: tuple, size_b: 
             f"a spatial resampling from {size_a} to {size_b} between a feed-in and a feed-out layer is "
             f"not covered by the DFPC bound here ({len(found)} pooling modules match; only one "
             "MaxPool2d/AvgPool2d module or a global average pool is understood); score this model "
-            "with another criterion (pruning_lib.criteria.l1_scores)")
+            "with another criterion (pruning_lib.l1_scores)")
     return found[0]
 
 
@@ -147,7 +161,7 @@ def _pair_score(u_rows: torch.Tensor, v_rows: torch.Tensor, a: str, b: str, mode
         raise UnsupportedLayerError(
             f"{b} reads {pu} positions per channel but {a} writes {pv}: a resampling before a flatten "
             "is not covered by the DFPC bound here; score this model with another criterion "
-            "(pruning_lib.criteria.l1_scores)")
+            "(pruning_lib.l1_scores)")
     _, pool = _pool_between(model, graph, size_a, size_b)
     return (_pull_back(u_rows, pool, size_a, size_b) * v_rows).sum(1)
 
@@ -155,12 +169,13 @@ def _pair_score(u_rows: torch.Tensor, v_rows: torch.Tensor, a: str, b: str, mode
 NORMALISATIONS = ("sum", "mean")
 
 
+@register_criterion("dfpc")
 @torch.no_grad()
 def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape: tuple = (1, 3, 32, 32),
-                normalise: str = "sum") -> ChannelScores:
+                normalise: str = "sum", data=None) -> ChannelScores:
     """The DFPC (BGSC) score of every channel of every prunable DFC of ``model``.
 
-    ``graph``: the model's :func:`pruning_lib.coupling.discover` result (found at ``input_shape``
+    ``graph``: the model's :func:`pruning_lib.graph.discover` result (found at ``input_shape``
     when not given; its recorded shapes fix the spatial sizes). Upstream pairs (a reaches b) come
     from ``DFC.upstream``. Scores are float64 on the CPU; the model is not modified.
 
@@ -168,10 +183,11 @@ def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape
     coupled stream channel, which has many pairs, scores far above a channel inside a block;
     ``"mean"`` divides S_k by the DFC's number of pairs (what the released code's comment calls
     "mean normalised", while its code compares the raw sums), an ablation of that imbalance.
+    ``data`` is ignored: the bound is data-free (it is there for the criterion protocol).
     """
     if normalise not in NORMALISATIONS:
         raise ValueError(f"normalise={normalise!r}: choose one of {NORMALISATIONS}")
-    graph = graph if graph is not None else discover(model, input_shape)
+    graph = graph_of(model, graph, input_shape)
     v_cache: dict[str, torch.Tensor] = {}
     u_cache: dict[tuple[str, int], torch.Tensor] = {}
     out: dict[DFC, torch.Tensor] = {}
@@ -191,13 +207,14 @@ def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape
                     v_cache[a] = feed_in_profile(model.get_submodule(a), a, graph)
                 rows = feed_in[a].indices(ks)
                 s += bn_factor(model, dfc, a, rows) * _pair_score(u, v_cache[a][rows], a, rb.module, model, graph,
-                                                                  isinstance(model.get_submodule(rb.module), nn.Linear))
+                                                                  kind_of(model.get_submodule(rb.module)) == "linear")
         out[dfc] = s / pairs if normalise == "mean" and pairs else s
     return ChannelScores("dfpc" if normalise == "sum" else "dfpc_mean", graph, out)
 
 
+@register_criterion("dfpc_mean")
 def dfpc_mean_scores(model: nn.Module, graph: ChannelGraph | None = None,
-                     input_shape: tuple = (1, 3, 32, 32)) -> ChannelScores:
+                     input_shape: tuple = (1, 3, 32, 32), data=None) -> ChannelScores:
     """:func:`dfpc_scores` with ``normalise="mean"``: S_k divided by the DFC's (a, b) pair count."""
     return dfpc_scores(model, graph, input_shape, normalise="mean")
 
@@ -211,7 +228,7 @@ def closed_form_score(model: nn.Module, dfc: DFC, graph: ChannelGraph) -> torch.
     for rb in dfc.feed_out:
         mb = model.get_submodule(rb.module)
         wb = _abs_weight(mb)
-        if isinstance(mb, nn.Linear):
+        if kind_of(mb) == "linear":
             col = wb.sum(0).view(-1, rb.stride).sum(1)
             positions = 1
         else:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .coupling import DFC, ChannelGraph
-from .criteria import ChannelScores
-from .global_pruning import removal_order
-from .measure import count_flops, count_parameters
-from .surgery import prune
+from ..graph.types import DFC, ChannelGraph
+from ..pruning.global_pruning import removal_order
+from ..scoring.base import ChannelScores
+from ..surgery.handlers import is_batchnorm
+from ..surgery.prune import prune
+from .counts import count_flops, count_parameters
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class GammaSummary:
 def gamma_summary(model: nn.Module) -> GammaSummary:
     """Summarise |gamma| over all affine BatchNorm layers of ``model``."""
     import torch
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+    bns = [m for m in model.modules() if is_batchnorm(m) and m.affine]
     if not bns:
         raise ValueError(f"{type(model).__name__} has no affine BatchNorm layer to summarise")
     g = torch.cat([m.weight.detach().abs().flatten().float().cpu() for m in bns])

@@ -1,0 +1,67 @@
+"""Discovery of data flow couplings (DFCs) from a model's traced graph (DFPC, Narshana et al. 2023).
+
+A DFC (A, D, B) is a set of channels shared by the feed-in layers A (whose output channel k flows
+in), the dependent per-channel layers D on the way (BatchNorm, depthwise convs) and the feed-out
+layers B (whose input channel k is read). Between A and B every operation acts channel by channel
+(activations, pooling, residual additions, identity shortcuts), so channel k can only be removed
+from all of them at once. A DFC is *coupled* when |A| > 1 or |B| > 1.
+
+How: the model is traced with ``torch.fx`` and its shapes propagated from an example input (on
+the ``meta`` device: shapes without arithmetic). Each
+feed-in layer creates an atomic channel space; channel-wise operations pass spaces through,
+additions unify them (union-find), concatenations along channels lay them side by side (offsets
+into the reader), flatten scales them by the spatial size (a Linear reads C*H*W features).
+Operations the graph does not understand make the spaces they touch unprunable, with the reason;
+so does any operation whose output channel count disagrees with the layout followed so far.
+Ops returning several tensors (``chunk``, ``split``, ``unbind``, ``max(dim)``, ``sort``, ``topk``,
+function or method form) are followed through their getitems when they work along a spatial dim
+and refused along the batch or channel axis (a max over channels mixes them); padding along
+channels and 2-D pools of 3-D tensors (which pool across channels) are refused too. Layers named
+in ``leaf_modules``, parametrised ones (weight_norm, spectral_norm), ones with tied weights and ones
+whose parameters the graph also reads directly keep their channels whole.
+A grouped (non-depthwise) convolution reads input group j only into output group j, so its input
+and output channels are one space pruned by whole groups: such DFCs, whose channel is a block of
+``ChannelRef.block`` layer channels, are listed apart in ``ChannelGraph.grouped`` (prune() takes
+them; the scoring criteria, written for one channel per unit, see only ``ChannelGraph.dfcs``).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .propagation import Propagation
+from .tracing import ShapeError, frozen_modules, propagate_shapes, trace
+from .types import ChannelGraph
+
+
+def discover(model: nn.Module, input_shape: tuple = (1, 3, 32, 32), leaf_modules: Iterable = ()) -> ChannelGraph:
+    """Every DFC of ``model``, found on its ``torch.fx`` graph at an input of ``input_shape``.
+
+    The model is not modified (its train/eval modes are restored). ``leaf_modules``: submodule
+    names or types to keep opaque (for parts torch.fx cannot trace); their channels stay whole,
+    as do those of parametrised layers and of layers sharing (tying) a Parameter.
+    """
+    leaf_modules = tuple(leaf_modules)
+    gm = trace(model, leaf_modules)
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        p = next(model.parameters(), None)
+        x = torch.zeros(input_shape, dtype=p.dtype if p is not None else torch.float32,
+                        device=p.device if p is not None else "cpu")
+        propagate_shapes(gm, x)
+    except Exception as e:
+        what = str(e) if isinstance(e, ShapeError) else f"{type(e).__name__}: {e}"
+        raise ValueError(f"running {type(model).__name__} on an input of shape {tuple(input_shape)} "
+                         f"failed {what}. Pass the input_shape the model expects (N, C, H, W), "
+                         "e.g. (1, 3, 32, 32) for CIFAR models.") from e
+    finally:
+        for m, t in modes.items():
+            m.training = t
+    return Propagation(gm, frozen_modules(model, gm, leaf_modules)).run(tuple(input_shape))
+
+
+
+__all__ = ["discover"]

@@ -1,0 +1,36 @@
+"""Counting what a model costs as it really is: parameters and FLOPs (measured by torch's counter)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (every element of every parameter tensor)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def example_input(model: nn.Module, input_shape: tuple, device=None) -> torch.Tensor:
+    """A seeded random input of ``input_shape`` in the model's dtype, on its device (or ``device``)."""
+    p = next(model.parameters(), None)
+    device = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    return torch.randn(input_shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, input_shape: tuple = (1, 3, 32, 32)) -> int:
+    """FLOPs of one forward pass at ``input_shape`` (per image when the batch is 1), counted by
+    ``torch.utils.flop_counter`` (a multiply-add counts as 2 FLOPs; convs and matmuls only)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(example_input(model, input_shape))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+__all__ = ["count_parameters", "count_flops"]

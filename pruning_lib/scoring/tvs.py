@@ -1,0 +1,156 @@
+"""TVSPrune's channel scores: the filters that cannot tell classes apart (Murti et al., ICLR 2023).
+
+A filter's score is the separability of its worst pair of classes, min over c != c' of a distance
+between the class-conditional Gaussians N(mu_c, var_c) of its output (default: the Hellinger lower
+bound H^2 <= TV, see :mod:`pruning_lib.scoring.distances`). Here the unit of pruning is a DFC channel
+(:mod:`pruning_lib.graph`) and pruning is physical (:mod:`pruning_lib.surgery`), not a mask.
+
+Where a DFC channel is observed (its "score site"):
+
+* a DFC with ONE feed-in layer followed by a BatchNorm (every conv1 of a ResNet block): the output
+  of that BN, as in the paper; statistics from :func:`pruning_lib.scoring.class_statistics.collect_statistics`;
+* a DFC with SEVERAL feed-in layers (a residual stream: the stem, every block's conv2 and the
+  projection shortcut write into the same channels), or with no BN after its feed-in layer: the
+  stream itself as its readers see it, i.e. the INPUT of every feed-out layer of the DFC (in a CIFAR
+  ResNet: relu(residual + shortcut) read by the next blocks' conv1 / shortcut and the classifier).
+  A tensor read by several layers (a block's conv1 and its shortcut) is counted once. One score per
+  reader (min over class pairs); the channel's score is the MEAN over the readers
+  (``stream_reduce``; "min" and "max" are offered). The mean keeps a stream channel when it is
+  discriminative at most depths; the output of one producer alone (its BN) would ignore what the
+  other producers add, and it is the sum that the network uses.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import sources
+from ..graph.types import DFC, ChannelGraph
+from ..sources import DataSource
+from .base import ChannelScores, graph_of, register_criterion
+from .class_statistics import SumAccumulator, collect_statistics, filter_scores
+from .distances import pairwise_min
+
+STREAM_REDUCE = ("mean", "min", "max")
+
+
+def _bn_site(dfc: DFC) -> str | None:
+    """The BN whose output scores this DFC (one feed-in layer with a BN right after it), else None."""
+    if len(dfc.feed_in) == 1:
+        return dfc.bn_after.get(dfc.feed_in[0].module)
+    return None
+
+
+# --------------------------------------------------------------------------- stream statistics
+
+class _ReaderStats:
+    """Per-class sums of the spatial mean of a DFC's channels, taken at the input of its readers
+    (copied to float64 at once, so later in-place ops cannot alter them); variances divide by n."""
+
+    def __init__(self, dfc: DFC, num_classes: int):
+        self.dfc = dfc
+        self.k = num_classes
+        self.readers: dict[str, SumAccumulator] = {}
+        self.counts = torch.zeros(num_classes, dtype=torch.float64)
+        self.seen: list[torch.Tensor] = []          # tensors already read in this batch (identity)
+
+    def hook(self, ref, labels: Callable[[], torch.Tensor]):
+        def pre(module, args):
+            x = args[0]
+            if any(x is t for t in self.seen):
+                return None
+            self.seen.append(x)
+            c = self.dfc.channels
+            idx = torch.tensor(ref.indices(range(c)), device=x.device)
+            z = x.detach().index_select(1, idx)
+            if ref.stride > 1:
+                z = z.reshape(len(z), c, ref.stride).mean(2)
+            elif z.dim() > 2:
+                z = z.flatten(2).mean(2)
+            self.readers.setdefault(ref.module, SumAccumulator(self.k)).add(z.to("cpu", torch.float64),
+                                                                              labels().to("cpu"))
+            return None
+        return pre
+
+    def scores(self, distance: str, reduce: str) -> torch.Tensor:
+        per_reader = []
+        for acc in self.readers.values():
+            mean, var = acc.moments(self.counts)
+            per_reader.append(pairwise_min(distance, mean, var).to(torch.float64))
+        s = torch.stack(per_reader)
+        return {"mean": s.mean(0), "min": s.min(0).values, "max": s.max(0).values}[reduce]
+
+
+@torch.no_grad()
+def _stream_scores(model: nn.Module, dfcs: list[DFC], data: DataSource, k: int, distance: str,
+                   reduce: str, batch_size: int) -> dict[DFC, torch.Tensor]:
+    if not dfcs:
+        return {}
+    current: dict[str, torch.Tensor] = {}
+    stats = [_ReaderStats(d, k) for d in dfcs]
+    handles = []
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for st in stats:
+            for ref in st.dfc.feed_out:
+                handles.append(model.get_submodule(ref.module).register_forward_pre_hook(
+                    st.hook(ref, lambda: current["y"])))
+        for x, y in sources.iter_batches(data, batch_size):
+            current["y"] = y
+            for st in stats:
+                st.seen.clear()
+                st.counts += torch.bincount(y.cpu(), minlength=k).to(torch.float64)
+            model(x.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        for st in stats:
+            st.seen.clear()
+        model.train(was_training)
+    return {st.dfc: st.scores(distance, reduce) for st in stats}
+
+
+# --------------------------------------------------------------------------- scores
+
+@register_criterion("tvs")
+def tvs_scores(model: nn.Module, graph: ChannelGraph | None = None, *, data: DataSource = "dist",
+               distance: str = "hellinger_lb", stream_reduce: str = "mean", per_class: int | None = None,
+               batch_size: int = 250, input_shape: tuple = (1, 3, 32, 32),
+               num_classes: int | None = None) -> ChannelScores:
+    """TVSPrune's score of every channel of every prunable DFC: the min over class pairs of
+    ``distance`` between class-conditional Gaussians at the DFC's score site (module docstring).
+    ``data``: a DataLoader of (inputs, labels) or a course split (name); ``per_class``: use only that
+    many images per class of a split. Lower = less discriminative."""
+    if stream_reduce not in STREAM_REDUCE:
+        raise ValueError(f"stream_reduce must be one of {STREAM_REDUCE}, got {stream_reduce!r}")
+    graph = graph_of(model, graph, input_shape)
+    data = sources.per_class_subset(data, per_class)
+    k = num_classes or sources.num_classes(data)
+    bn_dfcs = {d: _bn_site(d) for d in graph.dfcs if _bn_site(d) is not None}
+    stream_dfcs = [d for d in graph.dfcs if d not in bn_dfcs]
+    out: dict[DFC, torch.Tensor] = {}
+    if bn_dfcs:
+        stats = collect_statistics(model, data, modules=sorted(set(bn_dfcs.values())), batch_size=batch_size,
+                                   num_classes=k)
+        per_bn = filter_scores(stats, distance=distance)
+        for d, bn in bn_dfcs.items():
+            out[d] = per_bn[bn].detach().to("cpu", torch.float64)
+    out.update(_stream_scores(model, stream_dfcs, data, k, distance, stream_reduce, batch_size))
+    return ChannelScores(f"tvs[{distance}]", graph, {d: out[d] for d in graph.dfcs})
+
+
+def eps_ratios(scores: ChannelScores) -> dict[DFC, torch.Tensor]:
+    """Per DFC, s_j / mean(s): the quantity the eps rule compares to eps (max-normalisation cancels).
+    A DFC whose scores are all zero gets ratio 0 everywhere (every channel is a candidate)."""
+    out = {}
+    for d, s in scores.scores.items():
+        m = s.mean()
+        out[d] = s / m if m > 0 else torch.zeros_like(s)
+    return out
+
+
+__all__ = ["tvs_scores", "eps_ratios", "STREAM_REDUCE"]

@@ -1,0 +1,13 @@
+"""Physical channel surgery: layers really become smaller (DFPC, Narshana et al., ICLR 2023, section 3).
+
+:mod:`.handlers` holds one handler per layer type (channel sizes, shrink, parameters, MACs,
+rebuilding from a state_dict); :mod:`.prune` turns a DFC removal plan into cuts of those layers.
+"""
+from .handlers import (LayerHandler, PruningError, handler_for, is_batchnorm, is_weighted, kind_of,
+                       register_handler)
+from .prune import channel_counts, check_graph, plan, predicted_parameters, prune, shrink_module
+from ..measure.counts import count_parameters as num_parameters   # the same count, the surgery tests' name
+
+__all__ = ["prune", "plan", "predicted_parameters", "check_graph", "shrink_module", "channel_counts",
+           "num_parameters", "PruningError", "LayerHandler", "handler_for", "kind_of", "is_weighted",
+           "is_batchnorm", "register_handler"]
