@@ -35,13 +35,13 @@ from .scoring import (ChannelScores, Criterion, collect_statistics, dfpc_scores,
                       tvs_scores)
 from .sources import DataSourceError  # noqa: E402
 from .surgery import (PruningError, channel_counts, plan, predicted_parameters, prune,  # noqa: E402
-                      register_handler)
+                      register_handler, resize_to_state)
 
 __all__ = [
     # the channel graph
     "discover", "ChannelGraph", "DFC", "ChannelRef", "UntraceableModelError",
     # surgery
-    "prune", "plan", "predicted_parameters", "channel_counts", "register_handler", "PruningError",
+    "prune", "plan", "predicted_parameters", "channel_counts", "resize_to_state", "register_handler", "PruningError",
     # criteria
     "ChannelScores", "Criterion", "register_criterion", "get_criterion", "list_criteria", "dfpc_scores",
     "l1_scores", "random_scores", "tvs_scores", "eps_ratios", "collect_statistics", "filter_scores",

@@ -636,3 +636,23 @@ def test_checksum_command_prints_the_per_folder_digests(jpeg_archive, capsys):
     cdata.main(["checksum", str(jpeg_archive["tar"])])
     assert json.loads(capsys.readouterr().out) == jpeg_archive["pinned"]["folders"]
     assert cdata.content_digests(cdata._read_image_folder(jpeg_archive["src"])) == jpeg_archive["pinned"]["folders"]
+
+
+def test_export_image_folder_is_what_imagefolder_reads_pixel_for_pixel(synthetic, tmp_path):
+    """export-images writes <class>/<index>.png; torchvision's ImageFolder reads back the cached pixels and labels."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.functional import pil_to_tensor
+    data_dir = tmp_path / "data"
+    cdata.prepare(data_dir, synthetic["folder"])
+    out = cdata.export_image_folder("test", tmp_path / "images", data_dir)
+    folder = ImageFolder(out)
+    assert tuple(folder.classes) == CLASSES               # alphabetical = CIFAR-10's label order
+    test = cdata.load_split("test", data_dir)
+    assert len(folder) == len(test)
+    for path, label in folder.samples[::7]:
+        i = int(Path(path).stem)
+        assert label == int(test.y[i])
+        assert torch.equal(pil_to_tensor(folder.loader(path)), test.x[i])
+    with pytest.raises(FileExistsError, match="exists: remove it"):
+        cdata.export_image_folder("test", out, data_dir)
+    assert not list(tmp_path.glob(".images.tmp-*"))       # nothing half-written left behind

@@ -135,3 +135,20 @@ def test_bad_data_sources_say_what_to_do(setup):
         pl.tvs_scores(model, data=iter([(torch.randn(4, 3, 16, 16), torch.arange(4) % 3)]), input_shape=SHAPE)
     with pytest.raises(pl.DataSourceError, match="augmentation"):
         pl.bn_recalibrate(model, DataLoader(TensorDataset(torch.randn(4, 3, 16, 16), torch.arange(4))), augment=True)
+
+
+def test_a_pruned_model_saves_and_reloads_into_a_fresh_one(setup, tmp_path):
+    """state_dict of the pruned model -> pl.resize_to_state on the unpruned architecture -> same outputs."""
+    model, _ = setup
+    res = pl.global_prune(model, "dfpc", pl.Target(parameters=0.3), input_shape=SHAPE, step_fraction=0.1,
+                          progress=False)
+    torch.save(res.model.state_dict(), tmp_path / "pruned.pt")
+    state = torch.load(tmp_path / "pruned.pt", weights_only=True)
+    fresh = SmallCNN().eval()
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        fresh.load_state_dict(state)                  # the thinner layers do not fit the constructor's
+    pl.resize_to_state(fresh, state)
+    fresh.load_state_dict(state)
+    x = torch.randn(4, 3, 16, 16)
+    assert torch.equal(fresh(x), res.model(x))
+    assert pl.count_parameters(fresh) == pl.count_parameters(res.model) < pl.count_parameters(model)

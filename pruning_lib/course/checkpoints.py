@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..surgery.handlers import handler_for
+from ..surgery.prune import resize_to_state
 from .models import get_model
 
 FORMAT = "pruning-course-checkpoint/1"
@@ -192,15 +192,6 @@ def load_state(model: nn.Module, state: dict, arch: str, pruned: bool = False, s
             f"{tuple(state[k].shape)} in the checkpoint but {tuple(own[k].shape)} in the model. "
             "Another architecture (or a pruned model saved without pruned=True).")
     model.load_state_dict(state)
-
-
-def resize_to_state(model: nn.Module, state: dict) -> None:
-    """Rebuild Conv2d / BatchNorm / Linear layers in place at the shapes found in ``state``
-    (how a pruned model is restored from its saved state_dict)."""
-    for name, m in model.named_modules():
-        h = handler_for(m)
-        if h is not None:
-            h.resize(m, state, f"{name}." if name else "")
 
 
 __all__ = ["FORMAT", "MAX_SHARD_MB", "CheckpointError", "library_versions", "save_checkpoint", "read_checkpoint",

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -781,6 +782,29 @@ def batches(split: CIFAR10Split, batch_size: int, shuffle: bool = False, train_a
         yield x, split.y[idx.to(split.y.device)]
 
 
+def export_image_folder(split: str, out: Path | str, data_dir: Path | str | None = None,
+                        copy: str | None = None) -> Path:
+    """Write one split as ``out/<class>/<index>.png``, the layout ``torchvision.datasets.ImageFolder``
+    reads: how notebook 05 stands in for a learner's own folder of images. PNG is lossless, so the
+    pixels are exactly the decoded ones the checkpoints were evaluated on. Written into a temporary
+    folder renamed at the end, so a half-written folder is never read; an existing ``out`` is refused."""
+    from torchvision.io import encode_png
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists: remove it to export the {split!r} split again")
+    data = load_split(split, data_dir, copy)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for c, name in enumerate(data.classes):
+        folder = tmp / name
+        folder.mkdir(parents=True)
+        for i in torch.nonzero(data.y == c).flatten().tolist():
+            (folder / f"{i:05d}.png").write_bytes(encode_png(data.x[i]).numpy().tobytes())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return out
+
+
 def main(argv=None) -> None:
     import argparse
     p = argparse.ArgumentParser(prog="python -m pruning_lib.data",
@@ -794,6 +818,10 @@ def main(argv=None) -> None:
     q.add_argument("--download", choices=("jpeg", "official"), default=None,
                    help="download the pinned JPEG copy (GitHub, the checkpoints' copy; URL overridable with "
                         f"${URL_ENV}) or the official batches (torchvision); needs internet")
+    e = sub.add_parser("export-images", help="write a split as <out>/<class>/<index>.png (an ImageFolder)")
+    e.add_argument("--split", default="test", choices=SPLITS)
+    e.add_argument("--out", required=True, help="folder to create (must not exist)")
+    e.add_argument("--data-dir", default=None, help=f"data folder (default ${DATA_ENV} or data/)")
     c = sub.add_parser("checksum", help=f"print a source's per-folder content digests (as in {PINNED_JPEG_FILE})")
     c.add_argument("source", help="tar.gz or folder of train|test/<class>/*")
     a = p.parse_args(argv)
@@ -802,6 +830,10 @@ def main(argv=None) -> None:
             source = Path(a.source)
             images = _read_image_folder(source) if source.is_dir() else _read_image_tar(source)
             print(json.dumps(content_digests(images), indent=1))
+            return
+        if a.cmd == "export-images":
+            out = export_image_folder(a.split, a.out, a.data_dir)
+            print(f"{a.split} split written as PNG files to {out}/<class>/")
             return
         data_dir = Path(a.data_dir) if a.data_dir else default_data_dir()
         download = a.download
@@ -812,7 +844,7 @@ def main(argv=None) -> None:
             download = "jpeg"
         path = prepare(data_dir, a.source, download)
         t = _read_cache(path)
-    except (DataNotFoundError, DataIntegrityError) as e:
+    except (DataNotFoundError, DataIntegrityError, FileExistsError) as e:
         raise SystemExit(str(e))
     print(f"CIFAR-10 ({t['copy']} copy, from {t['source']}): {len(t['train_y'])} train + "
           f"{len(t['test_y'])} test images cached in {path}")
@@ -821,7 +853,7 @@ def main(argv=None) -> None:
 
 __all__ = ["CLASSES", "MEAN", "STD", "SPLITS", "COPIES", "KNOWN_COPIES", "DATA_ENV", "DIST_PER_CLASS", "VAL_PER_CLASS",
            "CIFAR10Split", "DataNotFoundError", "DataIntegrityError", "DatasetInfo", "default_data_dir", "load_split",
-           "prepare", "find_source", "dataset_info", "cache_path", "content_digests", "pinned_jpeg", "balanced_indices",
+           "prepare", "export_image_folder", "find_source", "dataset_info", "cache_path", "content_digests", "pinned_jpeg", "balanced_indices",
            "split_indices", "normalize", "augment", "cutout", "batches", "main"]
 
 

@@ -24,6 +24,7 @@ from ..graph.discovery import discover
 from ..graph.types import DFC, ChannelGraph
 from ..measure.counts import count_flops, count_parameters
 from ..measure.latency import compare_latency, speedups
+from ..progress import close_bar
 from ..scoring.base import ChannelScores, resolve_criterion
 from ..sources import DataSource, Evaluator
 from ..surgery.prune import prune
@@ -212,7 +213,7 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
     else:
         if max_steps is not None and total_steps == max_steps and removed < limit:
             reason = f"max_steps={max_steps} reached"
-    bar.close()
+    close_bar(bar, reason)
     report.info.update(accepted_step=accepted_step, stop_reason=reason)
     return GlobalPruningResult(report, accepted, graph, scores, order, accepted_step, reason, base, prefix, align)
 

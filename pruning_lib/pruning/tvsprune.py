@@ -22,6 +22,7 @@ from .. import sources
 from ..graph.discovery import discover
 from ..graph.types import DFC, ChannelGraph
 from ..measure.counts import count_flops, count_parameters
+from ..progress import close_bar
 from ..scoring.base import ChannelScores
 from ..scoring.magnitude import l1_scores, random_scores
 from ..scoring.tvs import STREAM_REDUCE, eps_ratios, tvs_scores
@@ -304,8 +305,7 @@ def iter_tvs_prune(model: nn.Module, data: DataSource = "dist", evaluate: Evalua
         else:
             rejected.add(signature)
             eps = round(eps - eps_step, 10)
-    if bar is not None:
-        bar.close()
+    close_bar(bar, reason)
     return IterResult(current, report, attempts, reason, p0, count_parameters(current), eps, removed_total)
 
 

@@ -168,13 +168,14 @@ class LdiffResult:
             _, ax = plt.subplots(figsize=(5, 3.6))
         x = [r.ldiff for r in self.rows]
         y = [r.mean_drop for r in self.rows]
-        stage = [r.layer.split(".")[1] if r.layer.startswith("layers.") else "0" for r in self.rows]
+        # stages numbered from 1 at the input, as everywhere in the course (0: a layer outside the stages)
+        stage = [int(r.layer.split(".")[1]) + 1 if r.layer.startswith("layers.") else 0 for r in self.rows]
         colours = {s: f"C{i}" for i, s in enumerate(sorted(set(stage)))}
         ax.errorbar(x, y, yerr=[r.std_drop for r in self.rows], fmt="none", ecolor="0.7", zorder=1)
         for s in sorted(set(stage)):
             idx = [i for i, t in enumerate(stage) if t == s]
             ax.scatter([x[i] for i in idx], [y[i] for i in idx], color=colours[s], zorder=2,
-                       label=f"stage {s}")
+                       label=f"stage {s}" if s else "stem")
         if annotate and len(self.rows) <= 12:
             for r in self.rows:
                 ax.annotate(r.layer.replace("layers.", "").replace(".conv1", ""), (r.ldiff, r.mean_drop),

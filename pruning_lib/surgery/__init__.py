@@ -5,9 +5,10 @@ rebuilding from a state_dict); :mod:`.prune` turns a DFC removal plan into cuts 
 """
 from .handlers import (LayerHandler, PruningError, handler_for, is_batchnorm, is_weighted, kind_of,
                        register_handler)
-from .prune import channel_counts, check_graph, plan, predicted_parameters, prune, shrink_module
+from .prune import (channel_counts, check_graph, plan, predicted_parameters, prune, resize_to_state,
+                    shrink_module)
 from ..measure.counts import count_parameters as num_parameters   # the same count, the surgery tests' name
 
 __all__ = ["prune", "plan", "predicted_parameters", "check_graph", "shrink_module", "channel_counts",
-           "num_parameters", "PruningError", "LayerHandler", "handler_for", "kind_of", "is_weighted",
+           "resize_to_state", "num_parameters", "PruningError", "LayerHandler", "handler_for", "kind_of", "is_weighted",
            "is_batchnorm", "register_handler"]

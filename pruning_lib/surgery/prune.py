@@ -156,4 +156,15 @@ def channel_counts(model: nn.Module, names: Sequence[str] | None = None) -> dict
     return out
 
 
-__all__ = ["PruningError", "check_graph", "plan", "prune", "shrink_module", "predicted_parameters", "channel_counts"]
+def resize_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Shrink ``model``'s layers in place to the shapes in ``state``, a pruned model's ``state_dict``, so
+    that ``model.load_state_dict(state)`` restores it: how a pruned model is reloaded from the unpruned
+    architecture. Each layer type's handler rebuilds its own tensors; other modules are left alone."""
+    for name, m in model.named_modules():
+        h = handler_for(m)
+        if h is not None:
+            h.resize(m, state, f"{name}." if name else "")
+
+
+__all__ = ["PruningError", "check_graph", "plan", "prune", "shrink_module", "predicted_parameters", "channel_counts",
+           "resize_to_state"]
