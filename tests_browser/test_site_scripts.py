@@ -149,3 +149,9 @@ def test_extras_lists_every_optional_dependency_group(tmp_path: Path) -> None:
         '[project]\nname = "x"\n[project.optional-dependencies]\ntest = ["pytest"]\nsite = []\n')
     assert extras.extras(tmp_path / "pyproject.toml") == ["test", "site"]
     assert {"test", "site", "browser"} <= set(extras.extras(ROOT / "pyproject.toml"))
+
+
+def test_links_between_notebooks_point_at_their_pages() -> None:
+    html = '<a href="02_dfpc.ipynb">02</a> <a href="glossary.ipynb#dfc">g</a> <a href="other.ipynb">x</a>'
+    out = build_html.link_pages(html, {"02_dfpc.html", "glossary.html"})
+    assert out == '<a href="02_dfpc.html">02</a> <a href="glossary.html#dfc">g</a> <a href="other.ipynb">x</a>'

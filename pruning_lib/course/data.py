@@ -788,7 +788,7 @@ def export_image_folder(split: str, out: Path | str, data_dir: Path | str | None
     reads: how notebook 05 stands in for a learner's own folder of images. PNG is lossless, so the
     pixels are exactly the decoded ones the checkpoints were evaluated on. Written into a temporary
     folder renamed at the end, so a half-written folder is never read; an existing ``out`` is refused."""
-    from torchvision.io import encode_png
+    from PIL import Image
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists: remove it to export the {split!r} split again")
@@ -799,7 +799,7 @@ def export_image_folder(split: str, out: Path | str, data_dir: Path | str | None
         folder = tmp / name
         folder.mkdir(parents=True)
         for i in torch.nonzero(data.y == c).flatten().tolist():
-            (folder / f"{i:05d}.png").write_bytes(encode_png(data.x[i]).numpy().tobytes())
+            Image.fromarray(data.x[i].permute(1, 2, 0).numpy()).save(folder / f"{i:05d}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
     return out

@@ -186,6 +186,14 @@ def nav(pages: list[Page], i: int) -> dict:
             "next": pages[i + 1] if i + 1 < len(pages) else None}
 
 
+NOTEBOOK_LINK = re.compile(r'href="([\w.-]+)\.ipynb(#[^"]*)?"')
+
+
+def link_pages(html: str, hrefs: set[str]) -> str:
+    """Point links between the course's notebooks (``02_dfpc.ipynb#...``) at their pages in the handout."""
+    return NOTEBOOK_LINK.sub(lambda m: f'href="{m[1]}.html{m[2] or ""}"' if f"{m[1]}.html" in hrefs else m[0], html)
+
+
 def check_offline(html: str, name: str) -> None:
     """Fail if a page still loads a script, stylesheet or image from the network."""
     match = REMOTE_LOAD.search(html)
@@ -211,6 +219,7 @@ def build(notebooks: list[Path], out: Path, cache: Path) -> list[Page]:
         for i, (page, nb) in enumerate(pages_nbs):
             html, _ = html_exporter.from_notebook_node(
                 nb, resources={"metadata": {"name": page.notebook.stem}, "course_nav": nav(pages, i)})
+            html = link_pages(html, {p.href for p in pages})
             check_offline(html, page.href)
             (staging / page.href).write_text(html, encoding="utf-8")
             state = "with its widgets' saved state" if page.has_widget_state else "no widget state saved"
