@@ -6,7 +6,7 @@ speed on a checkpoint. Writes ``data/results/coupled_ablation_<model>.json``.
 
 For the checkpoint it records
 - per DFC: stage (by resolution), stream (coupled) or block, and the FLOPs and parameters one channel
-  costs (physical one-channel prunes, :func:`pruning_lib.measure.channel_cost.dfc_costs`);
+  costs (physical one-channel prunes, :func:`pruning_lib.pruning.channel_cost.dfc_costs`);
 - the BatchNorm |gamma| summary (median, share below 0.1, dead channels) the recipe left;
 - per criterion (DFPC's sums, DFPC mean-normalised, L1): where the first coupled channel comes in the
   global removal order and where the first 10 % of removals fall;
@@ -24,7 +24,7 @@ from dataclasses import asdict
 
 import torch
 
-from pruning_lib.measure.channel_cost import dfc_costs, gamma_summary, order_profile
+from pruning_lib.pruning.channel_cost import dfc_costs, gamma_summary, order_profile
 from pruning_lib.course.checkpoints import load_checkpoint
 from pruning_lib.graph import discover
 from pruning_lib.scoring import get_criterion

@@ -14,6 +14,13 @@ under ``--out-dir`` mirror the repository (``data/checkpoints/paper/...``, ``dat
 GPU timing (DFPC, Section 5): batch 640, 100 warm-up passes, the mean of 1,000 synchronised passes,
 every pruned step within a 10-point drop timed interleaved with the unpruned model.
 
+On a machine with several GPUs training runs under torchrun, one process per GPU (NCCL,
+DistributedDataParallel; ``--nproc``, default the GPU count): the paper's global batch of 128 and lr
+0.1 are split among the processes, BatchNorm synchronised, so the recipe is the same as on one GPU
+(see ``docs/multi_gpu.md``). The launch is ``python -m torch.distributed.run`` (torchrun) with the
+``python -m pruning_lib.train`` command that :func:`~pruning_lib.course.training.retrain_command`
+writes for the recipe.
+
 Tested on the CPU on tiny settings (``tests/test_gpu_script.py``): ``--archs resnet20 --epochs 1
 --train-subset 640 --device cpu --test-subset 200 --gpu-batch 8 --gpu-warmup 1 --gpu-repeats 2``
 on the course's data (about a minute).
@@ -22,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +47,7 @@ import dfpc_experiments  # noqa: E402  (scripts/, beside this file)
 from pruning_lib.course import data as cdata  # noqa: E402
 from pruning_lib.course.checkpoints import load_checkpoint  # noqa: E402
 from pruning_lib.measure import compare_latency, count_flops, speedups  # noqa: E402
-from pruning_lib.course.training import evaluate, recipe_config, train  # noqa: E402
+from pruning_lib.course.training import evaluate, recipe_config, retrain_command, train  # noqa: E402
 
 SHARD_MB = 15.0
 
@@ -57,6 +66,49 @@ def ship(path: Path, out_dir: Path) -> list[str]:
     for f in files:
         shutil.copy2(f, dest / f.name)
     return [str(dest / f.name) for f in files]
+
+
+def processes(a: argparse.Namespace) -> int:
+    """How many training processes: ``--nproc``, else one per GPU on CUDA, else 1."""
+    if a.nproc is not None:
+        if a.nproc < 1:
+            raise SystemExit(f"--nproc {a.nproc}: give 1 or more processes")
+        return a.nproc
+    return torch.cuda.device_count() if torch.device(a.device).type == "cuda" else 1
+
+
+def torchrun_command(cfg, out: Path, nproc: int, budget_s: float, a: argparse.Namespace) -> list[str]:
+    """``torchrun --standalone --nproc-per-node <nproc> -m pruning_lib.train ...`` for ``cfg`` (the
+    recipe's own command line, from ``retrain_command``) with the budget, shards, device and compile
+    backend of this script; torchrun is run as ``python -m torch.distributed.run`` of this Python."""
+    train_args = shlex.split(retrain_command(cfg, "OUT"))[3:]        # drop "python -m pruning_lib.train"
+    train_args[train_args.index("--out") + 1] = str(out)               # any path, spaces included
+    train_args += [f"--budget-s={max(budget_s, 0.0):.0f}", "--shard-mb", f"{SHARD_MB:g}", "--device", a.device]
+    if a.compile:
+        train_args += ["--compile", a.compile]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+            "-m", "pruning_lib.train"] + train_args
+
+
+def launch(cmd: list[str]) -> int:
+    """Run ``cmd`` from the repository root (its output goes to this script's); its exit status."""
+    print("$ " + shlex.join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+
+
+def run_summary(out: Path) -> dict:
+    """What a training run into ``out`` left: finished (its checkpoint, no resume file) with its test
+    accuracy, or stopped at an epoch (its resume file)."""
+    resume = out.with_name(out.name + ".resume.pt")
+    if resume.exists():
+        r = torch.load(resume, map_location="cpu", weights_only=True)
+        return {"finished": False, "epochs": r["epoch"], "test_accuracy": None,
+                "wall_time_s": round(r["wall_time_s"], 1)}
+    if out.exists():
+        _, meta = load_checkpoint(out)
+        return {"finished": True, "epochs": meta["epochs"], "test_accuracy": meta["test_accuracy"],
+                "wall_time_s": meta["wall_time_s"]}
+    return {"finished": False, "epochs": 0, "test_accuracy": None, "wall_time_s": 0.0}
 
 
 def gpu_timing(models: dict, a: argparse.Namespace) -> dict[str, dict]:
@@ -121,6 +173,8 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=None, help="default: the paper recipe's 200")
     p.add_argument("--train-subset", type=int, default=None, help="tiny dry runs only")
     p.add_argument("--compile", default=None, help="torch.compile backend for training (default eager)")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="training processes (torchrun when more than 1); default: one per GPU on CUDA, else 1")
     p.add_argument("--bench", action="store_true", help="run benchmarks/train_throughput.py first")
     p.add_argument("--test-subset", type=int, default=0, help="accuracy images (0: all 10,000)")
     p.add_argument("--methods", default=",".join(dfpc_experiments.METHODS))
@@ -146,10 +200,18 @@ def main(argv=None) -> dict:
         out = a.checkpoint_dir / f"{arch}.pt"
         if not out.exists():
             left = deadline - time.perf_counter() - 30.0          # room to evaluate and save
-            r = train(cfg, out, device=a.device, compile=a.compile or False, budget_s=left, shard_mb=SHARD_MB)
-            summary["trained"][arch] = {"finished": r.finished, "epochs": r.epochs,
-                                        "test_accuracy": r.test_accuracy, "wall_time_s": round(r.wall_time_s, 1)}
-            if not r.finished:
+            nproc = processes(a)
+            if nproc > 1:                                          # one process per GPU, through torchrun
+                status = launch(torchrun_command(cfg, out, nproc, left, a))
+                summary["trained"][arch] = {**run_summary(out), "processes": nproc, "exit_status": status}
+                if status != 0:
+                    raise SystemExit(f"training {arch} on {nproc} processes failed (exit status {status}); "
+                                     "its output is above, its resume file (if any) beside " + str(out))
+            else:
+                r = train(cfg, out, device=a.device, compile=a.compile or False, budget_s=left, shard_mb=SHARD_MB)
+                summary["trained"][arch] = {"finished": r.finished, "epochs": r.epochs, "test_accuracy": r.test_accuracy,
+                                            "wall_time_s": round(r.wall_time_s, 1), "processes": 1}
+            if not summary["trained"][arch]["finished"]:
                 break                                              # the next command continues it
         summary["trained"].setdefault(arch, {"finished": True, "existing": True})
         summary["trained"][arch]["files"] = ship(out, a.out_dir)

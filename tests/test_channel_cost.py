@@ -1,10 +1,10 @@
-"""pruning_lib.measure.channel_cost: one-channel costs by physical surgery, stages by resolution, order profiles."""
+"""pruning_lib.pruning.channel_cost: one-channel costs by physical surgery, stages by resolution, order profiles."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pruning_lib.measure.channel_cost import dfc_costs, order_profile, stages
+from pruning_lib.pruning.channel_cost import dfc_costs, order_profile, stages
 from pruning_lib.graph import discover
 from pruning_lib.scoring import get_criterion
 from pruning_lib.course.models import get_model
@@ -54,7 +54,7 @@ def test_order_profile_counts_the_head(resnet20):
 def test_gamma_summary_counts_dead_channels():
     from torch import nn
 
-    from pruning_lib.measure.channel_cost import gamma_summary
+    from pruning_lib.pruning.channel_cost import gamma_summary
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4))
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([0.005, -0.005, 0.05, 0.5, 1.0, 1.0, 2.0, 0.001]))

@@ -46,6 +46,10 @@ def test_dry_run_trains_ships_and_times(tmp_path, colour_data_dir, monkeypatch):
     shipped = out / "data" / "checkpoints" / "paper"
     assert all(f.stat().st_size <= gpu_paper_networks.SHARD_MB * 1e6 for f in shipped.iterdir())
     model, meta = load_checkpoint(shipped / "resnet20.pt", arch="resnet20")
+    assert done["trained"]["resnet20"]["processes"] == 1
+    assert gpu_paper_networks.run_summary(ckpt / "resnet20.pt") == {
+        "finished": True, "epochs": 2, "test_accuracy": done["trained"]["resnet20"]["test_accuracy"],
+        "wall_time_s": done["trained"]["resnet20"]["wall_time_s"]}
     assert meta["recipe"]["name"] == "paper, modified: epochs" and meta["epochs"] == 2
     res = json.loads((out / "data" / "results" / "dfpc_paper_resnet20.json").read_text())
     rows = res["methods"]["DFPC (coupled)"]["steps"]
@@ -53,3 +57,40 @@ def test_dry_run_trains_ships_and_times(tmp_path, colour_data_dir, monkeypatch):
     for r in rows[1:]:
         within = r["accuracy_drop"] is not None and r["accuracy_drop"] <= 10.0
         assert (r["gpu_speedup"] is not None) == within
+
+
+def test_several_gpus_train_through_torchrun(tmp_path, colour_data_dir, monkeypatch):
+    """With more than one GPU (here ``--nproc 4``, no GPU needed) training is one torchrun launch of
+    ``pruning_lib.train`` with the recipe's own arguments; the launch is stood in for by running that
+    command line in this process, so it is checked to train the intended recipe and stop resumably."""
+    from pruning_lib.course import training as ptrain
+    monkeypatch.setattr(gpu_paper_networks, "ensure_data", lambda d: None)
+    launched = []
+
+    def launch_here(cmd):
+        launched.append(cmd)
+        ptrain.main(cmd[cmd.index("pruning_lib.train") + 1:])      # what every process would run
+        return 0
+
+    monkeypatch.setattr(gpu_paper_networks, "launch", launch_here)
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    stopped = gpu_paper_networks.main(TINY + ["--nproc", "4", "--out-dir", str(out), "--checkpoint-dir", str(ckpt),
+                                              "--budget-s", "0"])
+    [cmd] = launched
+    assert cmd[:8] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4",
+                       "-m", "pruning_lib.train"]
+    a = ptrain._parser().parse_args(cmd[8:])
+    assert ptrain.config_from_args(a) == ptrain.recipe_config("paper", arch="resnet20", epochs=2, train_subset=320)
+    assert (a.out, a.device, a.budget_s, a.shard_mb) == (str(ckpt / "resnet20.pt"), "cpu", 0.0,
+                                                         gpu_paper_networks.SHARD_MB)
+    assert stopped["trained"]["resnet20"] == {"finished": False, "epochs": 1, "test_accuracy": None,
+                                              "wall_time_s": stopped["trained"]["resnet20"]["wall_time_s"],
+                                              "processes": 4, "exit_status": 0}
+    assert (ckpt / "resnet20.pt.resume.pt").exists() and not stopped["experiments"]
+
+    monkeypatch.setattr(gpu_paper_networks, "launch", lambda cmd: 1)           # a launch that fails
+    with pytest.raises(SystemExit, match="on 4 processes failed"):
+        gpu_paper_networks.main(TINY + ["--nproc", "4", "--out-dir", str(out), "--checkpoint-dir", str(ckpt)])
+    from argparse import Namespace
+    assert gpu_paper_networks.processes(Namespace(nproc=None, device="cpu")) == 1   # no GPU: one process
+    assert gpu_paper_networks.processes(Namespace(nproc=3, device="cpu")) == 3

@@ -152,3 +152,44 @@ def test_a_pruned_model_saves_and_reloads_into_a_fresh_one(setup, tmp_path):
     x = torch.randn(4, 3, 16, 16)
     assert torch.equal(fresh(x), res.model(x))
     assert pl.count_parameters(fresh) == pl.count_parameters(res.model) < pl.count_parameters(model)
+
+
+@pytest.mark.parametrize("call, argument", [
+    (lambda m: pl.tvs_scores(m, input_shape=SHAPE), "tvs_scores .* needs data="),
+    (lambda m: pl.global_prune(m, "tvs", pl.Target(parameters=0.3), input_shape=SHAPE, progress=False),
+     "tvs_scores .* needs data="),
+    (lambda m: pl.collect_statistics(m), "collect_statistics needs data="),
+    (lambda m: pl.bn_recalibrate(m), "bn_recalibrate needs data="),
+    (lambda m: pl.tvs_prune(m, input_shape=SHAPE), "tvs_scores .* needs data="),
+    (lambda m: pl.iter_tvs_prune(m, target_sparsity=0.1, input_shape=SHAPE), "iter_tvs_prune .* needs data="),
+    (lambda m: pl.global_prune(m, "l1", pl.Target(accuracy_drop=1.0), input_shape=SHAPE, progress=False),
+     "accuracy target .* needs evaluate="),
+])
+def test_no_default_data_set(setup, call, argument):
+    """The generic verbs read no course split by default: a missing data source names the argument."""
+    with pytest.raises(ValueError, match=argument):
+        call(setup[0])
+
+
+def test_a_reporting_only_source_is_refused_where_a_verb_decides(setup):
+    model, loader = setup[0], setup[1]
+
+    class Held(list):
+        name, reporting_only = "test[200]", True
+
+    test = Held(loader)
+    with pytest.raises(ValueError, match=r"evaluate='test\[200\]' is for reporting only"):
+        pl.iter_tvs_prune(model, loader, test, target_sparsity=0.1, input_shape=SHAPE)
+    with pytest.raises(ValueError, match="data='test.200.' is for reporting only"):
+        pl.global_prune(model, "tvs", pl.Target(parameters=0.1), data=test, input_shape=SHAPE, progress=False)
+    r = pl.global_prune(model, "l1", pl.Target(parameters=0.1, accuracy_drop=50), evaluate=test, input_shape=SHAPE,
+                        progress=False)
+    assert r.report.accuracy_split == "test[200]"     # DFPC's curves stop on a test-accuracy drop (the paper's protocol)
+
+
+def test_the_course_test_split_and_its_subsets_are_reporting_only():
+    from pruning_lib.course.data import CIFAR10Split
+    x, y = torch.zeros(20, 3, 32, 32, dtype=torch.uint8), torch.arange(20) % 10
+    assert CIFAR10Split("test", x, y, "official").reporting_only
+    assert CIFAR10Split("test", x, y, "official").subset(10).reporting_only
+    assert not CIFAR10Split("val", x, y, "official").reporting_only

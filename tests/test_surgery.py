@@ -11,7 +11,8 @@ from torch import nn
 from pruning_lib.course.checkpoints import load_checkpoint, save_checkpoint
 from pruning_lib.graph import discover
 from pruning_lib.course.models import get_model
-from pruning_lib.surgery import PruningError, channel_counts, num_parameters, predicted_parameters, prune
+from pruning_lib.measure import count_parameters
+from pruning_lib.surgery import PruningError, channel_counts, predicted_parameters, prune
 from toy_models import BranchNet, CatNet, Chain, GroupedNet, ShuffleNet, Tied, randomised, silence_
 
 # name -> (factory, input shape). Inputs are as small as each model accepts (CIFAR ResNets reach
@@ -89,7 +90,7 @@ def test_every_dfc_pruned_is_exact(name):
         with torch.no_grad():
             torch.testing.assert_close(pruned(x), expected, rtol=1e-10, atol=1e-10,
                                        msg=lambda m: f"{name}, DFCs {part}: {m}")
-        assert num_parameters(pruned) < num_parameters(reference)
+        assert count_parameters(pruned) < count_parameters(reference)
 
 
 # trials per model: 200+ in all, cheap models more often
@@ -119,7 +120,7 @@ def test_fuzz_random_multi_dfc_prunes():
             removals = random_removals(graph, rng)
             expected = predicted_parameters(model, graph, removals)
             pruned = prune(model, graph, removals)
-            assert num_parameters(pruned) == expected, name
+            assert count_parameters(pruned) == expected, name
             before, after = channel_counts(model), channel_counts(pruned)
             for k, d in enumerate(graph.dfcs):       # each feed-in layer lost exactly its DFC's channels
                 for ref in d.feed_in:
@@ -142,9 +143,9 @@ def test_caller_model_untouched_unless_inplace():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     pruned = prune(model, graph, {0: [0, 1], 2: [5]})
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert num_parameters(pruned) < num_parameters(model)
+    assert count_parameters(pruned) < count_parameters(model)
     same = prune(model, graph, {0: [0, 1], 2: [5]}, inplace=True)
-    assert same is model and num_parameters(model) == num_parameters(pruned)
+    assert same is model and count_parameters(model) == count_parameters(pruned)
 
 
 def test_refuses_to_empty_a_dfc_or_touch_unprunable_channels():
@@ -189,7 +190,7 @@ def test_pruned_model_saves_and_loads(tmp_path, name):
     path = save_checkpoint(tmp_path / "pruned.pt", pruned, name, {"note": "fuzz"}, pruned=True)
     loaded, meta = load_checkpoint(path)
     assert meta["pruned"] and channel_counts(loaded) == channel_counts(pruned)
-    assert num_parameters(loaded) == num_parameters(pruned)
+    assert count_parameters(loaded) == count_parameters(pruned)
     x = torch.randn(shape)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), pruned(x))
@@ -230,7 +231,7 @@ def test_same_dfc_by_index_and_by_object_counts_once():
         predicted_parameters(model, graph, {0: range(8), d: range(8, 16)})
     both = prune(model, graph, {0: [1, 2], d: [2, 3]})         # the union, once
     assert channel_counts(both)["conv1"] == 13
-    assert num_parameters(both) == predicted_parameters(model, graph, {0: [1, 2, 3]})
+    assert count_parameters(both) == predicted_parameters(model, graph, {0: [1, 2, 3]})
 
 
 def test_dfc_of_another_graph_is_refused():
@@ -256,8 +257,8 @@ def test_channel_indices_must_be_plain_ints(bad):
 def test_integer_like_indices_are_accepted():
     import numpy as np
     model, graph = built("resnet20")
-    ref = num_parameters(prune(model, graph, {0: [1, 4], 2: [0]}))
-    assert num_parameters(prune(model, graph, {np.int64(0): np.array([1, 4]), 2: torch.tensor([0])})) == ref
+    ref = count_parameters(prune(model, graph, {0: [1, 4], 2: [0]}))
+    assert count_parameters(prune(model, graph, {np.int64(0): np.array([1, 4]), 2: torch.tensor([0])})) == ref
     with pytest.raises(PruningError, match="must be a collection of indices, got 3"):
         prune(model, graph, {0: 3})
 
@@ -278,7 +279,7 @@ def test_batchnorm_without_affine_or_running_stats_is_pruned():
     graph = discover(net, (1, 3, 8, 8))
     pruned = prune(net, graph, {0: [0, 3], 1: [5]})
     assert (pruned.bn1.num_features, pruned.bn2.num_features) == (6, 5)
-    assert num_parameters(pruned) == predicted_parameters(net, graph, {0: [0, 3], 1: [5]})
+    assert count_parameters(pruned) == predicted_parameters(net, graph, {0: [0, 3], 1: [5]})
     with torch.no_grad():
         assert pruned(torch.randn(2, 3, 8, 8)).shape == (2, 4)
 
@@ -290,7 +291,7 @@ def test_grouped_convs_lose_whole_groups_only():
     removals = {mid: [1, 2]}
     pruned = prune(net, graph, removals)
     assert (pruned.g.groups, pruned.g.in_channels, pruned.g.out_channels, pruned.c1.out_channels) == (2, 4, 6, 4)
-    assert num_parameters(pruned) == predicted_parameters(net, graph, removals)
+    assert count_parameters(pruned) == predicted_parameters(net, graph, removals)
     from pruning_lib.surgery import shrink_module
     with pytest.raises(PruningError, match=r"grouped convolution \(groups=4\) can only lose whole groups"):
         shrink_module(copy.deepcopy(net.g), {0, 1, 2}, {0})                 # group 0's output, half its input

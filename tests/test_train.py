@@ -1,6 +1,9 @@
 """pruning_lib.train on a small learnable synthetic CIFAR (each class its own colour, plus noise)."""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import asdict
+
 import pytest
 import torch
 
@@ -152,7 +155,8 @@ def test_retrain_command_round_trips_through_the_cli():
     from dataclasses import asdict
     for cfg in (ptrain.TrainConfig(),
                 ptrain.TrainConfig(arch="resnet56", epochs=68, batch_size=256, lr=0.3, cutout=16),
-                ptrain.TrainConfig(arch="cifar_resnet50", lr=0.05, seed=3, train_subset=640, amp=False)):
+                ptrain.TrainConfig(arch="cifar_resnet50", lr=0.05, seed=3, train_subset=640, amp=False),
+                ptrain.recipe_config("paper", epochs=2, augment=False)):
         for recipe in (cfg, asdict(cfg)):                     # a TrainConfig or a checkpoint's meta["recipe"]
             cmd = ptrain.retrain_command(recipe, "data/checkpoints/x.pt")
             argv = shlex.split(cmd)
@@ -239,6 +243,10 @@ def test_a_changed_preset_says_so_in_its_name():
     assert ptrain.config_from_args(a) == ptrain.recipe_config("paper")
     cmd = ptrain.retrain_command(ptrain.recipe_config("paper", epochs=2), "x.pt")
     assert cmd.startswith("python -m pruning_lib.train --recipe paper ") and "--epochs 2" in cmd
+    a = ptrain._parser().parse_args(["--no-augment", "--out", "x.pt"])
+    assert ptrain.config_from_args(a).name == "course, modified: augment"
+    with pytest.raises(ValueError, match="cutout=16 asks for augmentation"):
+        ptrain.TrainConfig(cutout=16, augment=False).validate()
 
 
 def test_the_recipe_is_recorded_in_the_checkpoint(data_dir, tmp_path):
@@ -307,3 +315,25 @@ def test_a_time_budget_stops_resumably(data_dir, tmp_path):
     done = ptrain.train(cfg, out, device="cpu", data_dir=data_dir, budget_s=3600, shard_mb=1)
     assert done.finished and [h["epoch"] for h in done.history] == [1, 2]
     assert list(tmp_path.glob("b.pt.shard-*")) and load_checkpoint(out)[1]["epochs"] == 2
+
+
+def test_a_resume_file_from_before_the_augment_switch_continues(data_dir, tmp_path, monkeypatch):
+    """Resume files written before ``augment`` existed (the paper-recipe ResNet-20's, say) have no
+    such key in their config: they trained with augmentation, the default, and resume as such; the
+    single-process run records one process in its epochs and its metadata."""
+    cfg = _cfg(epochs=2, train_subset=320)
+    out = tmp_path / "old.pt"
+    resume = _interrupt_after_first_epoch(cfg, out, data_dir, monkeypatch)
+    state = torch.load(resume, weights_only=True)
+    del state["config"]["augment"]
+    for h in state["history"]:
+        del h["world_size"]
+    torch.save(state, resume)
+    assert ptrain.saved_config(state["config"]) == asdict(cfg)
+    r = ptrain.train(cfg, out, device="cpu", data_dir=data_dir)
+    assert r.finished and [h.get("world_size") for h in r.history] == [None, 1]
+    meta = read_checkpoint(out)["meta"]
+    assert meta["world_size"] == 1 and meta["distributed"]["global_batch"] == 64
+    with pytest.raises(ValueError, match="another configuration"):     # a run without augmentation is another run
+        resume = _interrupt_after_first_epoch(cfg, tmp_path / "aug.pt", data_dir, monkeypatch)
+        ptrain.train(dataclasses.replace(cfg, augment=False), tmp_path / "aug.pt", device="cpu", data_dir=data_dir)

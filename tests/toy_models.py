@@ -37,14 +37,15 @@ def silence_(model: nn.Module, graph, removals) -> nn.Module:
 def assert_exact_prune(model: nn.Module, graph, removals: dict, shape: tuple, seed: int = 0, what: str = ""):
     """Prune ``removals`` (DFC index -> channels) from a float64 copy of ``model`` whose removed
     channels are silenced; the pruned model must compute exactly the silenced original's output."""
-    from pruning_lib.surgery import num_parameters, prune
+    from pruning_lib.measure import count_parameters
+    from pruning_lib.surgery import prune
     reference = silence_(randomised(model, seed=seed), graph, removals)
     x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
     pruned = prune(reference, graph, removals)
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), reference(x), rtol=1e-10, atol=1e-10,
                                    msg=lambda m: f"{what} DFCs {sorted(removals)}: {m}")
-    assert num_parameters(pruned) < num_parameters(reference), what
+    assert count_parameters(pruned) < count_parameters(reference), what
     return pruned
 
 

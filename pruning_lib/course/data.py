@@ -92,6 +92,12 @@ class CIFAR10Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def reporting_only(self) -> bool:
+        """The test split and its subsets report results and never decide anything (a gate, scores):
+        the course's rule, read by the pruning verbs through the data-source protocol."""
+        return self.name.partition("[")[0] == "test"
+
     def __repr__(self) -> str:
         return f"CIFAR10Split({self.name!r}, n={len(self)}, copy={self.copy!r})"
 

@@ -31,37 +31,64 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..modes import eval_mode, kept_modes, unmaterialised
+
 from .propagation import Propagation
 from .tracing import ShapeError, frozen_modules, propagate_shapes, trace
-from .types import ChannelGraph
+from .types import ChannelGraph, UntraceableModelError
 
 
 def discover(model: nn.Module, input_shape: tuple = (1, 3, 32, 32), leaf_modules: Iterable = ()) -> ChannelGraph:
     """Every DFC of ``model``, found on its ``torch.fx`` graph at an input of ``input_shape``.
 
-    The model is not modified (its train/eval modes are restored). ``leaf_modules``: submodule
+    The model is not modified (every submodule's train/eval mode is restored; a model with lazy
+    modules is traced as a copy, so its parameters stay uninitialised). It is traced in its own
+    mode and, when a forward branches on ``self.training``, in the other mode too: the trace that
+    calls every layer the other one calls is used (a training-only auxiliary head then belongs to
+    its DFCs), and an error names the layers when neither does. ``leaf_modules``: submodule
     names or types to keep opaque (for parts torch.fx cannot trace); their channels stay whole,
-    as do those of parametrised layers and of layers sharing (tying) a Parameter.
+    as do those of parametrised layers, of layers with forward hooks and of layers sharing
+    (tying) a Parameter. The model must take one tensor (see the error for a wrapper).
     """
     leaf_modules = tuple(leaf_modules)
-    gm = trace(model, leaf_modules)
-    modes = {m: m.training for m in model.modules()}
+    model = unmaterialised(model)                    # the shape pass would materialise lazy modules
+    gm = _trace_modes(model, leaf_modules)
     try:
-        model.eval()
-        p = next(model.parameters(), None)
-        x = torch.zeros(input_shape, dtype=p.dtype if p is not None else torch.float32,
-                        device=p.device if p is not None else "cpu")
-        propagate_shapes(gm, x)
+        with eval_mode(model):
+            p = next(model.parameters(), None)
+            x = torch.zeros(input_shape, dtype=p.dtype if p is not None and p.is_floating_point() else torch.float32,
+                            device=p.device if p is not None else "cpu")
+            propagate_shapes(gm, x)
     except Exception as e:
         what = str(e) if isinstance(e, ShapeError) else f"{type(e).__name__}: {e}"
         raise ValueError(f"running {type(model).__name__} on an input of shape {tuple(input_shape)} "
                          f"failed {what}. Pass the input_shape the model expects (N, C, H, W), "
                          "e.g. (1, 3, 32, 32) for CIFAR models.") from e
-    finally:
-        for m, t in modes.items():
-            m.training = t
     return Propagation(gm, frozen_modules(model, gm, leaf_modules)).run(tuple(input_shape))
 
+
+def _trace_modes(model: nn.Module, leaf_modules: tuple):
+    """The trace in the model's own modes, or the train/eval-mode trace that calls every layer the
+    others call (a forward branching on ``self.training`` is specialised by tracing)."""
+    own = trace(model, leaf_modules)
+    traces = [own]
+    with kept_modes(model):
+        for mode in (True, False):
+            if any(m.training != mode for m in model.modules()):
+                model.train(mode)
+                traces.append(trace(model, leaf_modules))
+    called = [{n.target for n in t.graph.nodes if n.op == "call_module"} for t in traces]
+    every = set().union(*called)
+    if called[0] == every:
+        return own
+    for t, c in zip(traces, called):
+        if c == every:
+            return t
+    only = sorted(every - called[0])
+    raise UntraceableModelError(
+        f"{type(model).__name__}.forward calls different layers in train and eval mode (e.g. {only[:4]}), "
+        "and neither mode calls them all: the channel graph would miss some readers. Pass the modules "
+        "that branch on self.training in leaf_modules=[...] (their channels are then kept whole)")
 
 
 __all__ = ["discover"]

@@ -30,6 +30,7 @@ class Propagation(ModuleRules, OpRules, TupleRules):
         self.shapes: dict[str, tuple] = {}
         self.module_atoms: dict[str, tuple] = {}       # module -> its atoms as feed-in (re-used modules)
         self.consumed: dict[str, _Desc] = {}           # module -> the input it read first
+        self.pooled_reads: dict[str, str] = {}         # feed-out module -> "sum"/"amax" global pool it reads
 
     # -- helpers
     @staticmethod
@@ -176,7 +177,7 @@ class Propagation(ModuleRules, OpRules, TupleRules):
         by_groups = [d for d in dfcs if d in grouped]
         for i, d in enumerate(prunable + unprunable + by_groups):
             d.index = i
-        return ChannelGraph(prunable, unprunable, self.shapes, input_shape, by_groups)
+        return ChannelGraph(prunable, unprunable, self.shapes, input_shape, by_groups, dict(self.pooled_reads))
 
 
 def _dedup(refs) -> list[ChannelRef]:

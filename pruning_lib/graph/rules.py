@@ -1,5 +1,5 @@
 """The propagation rules of the channel graph, by kind of traced node: module calls (through the
-layer handlers of :mod:`pruning_lib.surgery.handlers`), functions and methods (through the op tables
+layer handlers of :mod:`pruning_lib.layers`), functions and methods (through the op tables
 of :mod:`pruning_lib.graph.ops`), and ops that return several tensors."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..surgery.handlers import CHANNELWISE, GROUPED, PRODUCER, LayerHandler, handler_for, is_weighted
+from ..layers import CHANNELWISE, GROUPED, PRODUCER, LayerHandler, handler_for, is_weighted
 from .ops import (ACTIVATIONS, CHANNELWISE_FUNCS, CHANNELWISE_METHODS, ELEMENTWISE, ELEMENTWISE_METHODS,
                   MULTI_OUTPUT, NON_TENSOR, SPATIAL_2D, SPATIAL_2D_FUNCS)
 from .spaces import _Desc, _Seg
@@ -50,7 +50,7 @@ class ModuleRules:
         if isinstance(m, nn.Flatten):
             return self._flatten(node, x, m.start_dim, m.end_dim)
         if isinstance(m, ACTIVATIONS) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
-            return x
+            return self._global_max(node, x) if isinstance(m, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) else x
         return self._unsupported(node, f"module {name} ({type(m).__name__})")
 
     def _channelwise(self, node, name: str, h: LayerHandler, x: _Desc | None) -> _Desc | None:
@@ -103,8 +103,18 @@ class ModuleRules:
             for a, b in zip(prev.segs, x.segs):
                 self.sp.union(a.atom, b.atom)
 
+    def _global_max(self, node, x: _Desc | None) -> _Desc | None:
+        """A max pool whose output has one position per channel: a global max (DFPC bounds it by the
+        window sum, not the average)."""
+        shape = self._shape(node)
+        if x is not None and shape is not None and len(shape) > 2 and all(s == 1 for s in shape[2:]):
+            return _Desc(x.segs, x.stride, "amax")
+        return x
+
     def _producer(self, node, name: str, x: _Desc) -> _Desc | None:
         """A feed-in/feed-out layer (conv, linear): reads x's channels, creates new ones."""
+        if x.pooled:
+            self.pooled_reads[name] = x.pooled
         if name in self.consumed:            # a module called twice: both inputs share its weight slices
             self._share(name, x)
         else:
@@ -128,7 +138,7 @@ class ModuleRules:
         spatial = 1
         for s in shape_in[2:]:
             spatial *= s
-        return _Desc(x.segs, x.stride * spatial)
+        return _Desc(x.segs, x.stride * spatial, x.pooled)
 
 
 class OpRules:
@@ -147,7 +157,8 @@ class OpRules:
         if f in CHANNELWISE_FUNCS:
             if len(ins) != 1:
                 return self._unsupported(node, f"{f.__name__} with tensor arguments")
-            return self._spatial_only(node, f, ins[0])
+            d = self._spatial_only(node, f, ins[0])
+            return self._global_max(node, d) if f in (F.max_pool2d, F.adaptive_max_pool2d) else d
         if f is torch.flatten:
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
@@ -157,7 +168,8 @@ class OpRules:
         if f is torch.cat:
             return self._cat(node)
         if f is torch.mean or f is torch.sum or f is torch.amax:
-            return self._reduce(node, ins[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("dim"))
+            return self._reduce(node, ins[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("dim"),
+                                f.__name__)
         return self._unsupported(node, f"function {getattr(f, '__name__', f)}")
 
     def _method(self, node) -> _Desc | None:
@@ -183,7 +195,7 @@ class OpRules:
                 return ins[0]
             return self._unsupported(node, f".{name}{tuple(shape_out or ())}")
         if name in ("mean", "sum", "amax"):
-            return self._reduce(node, ins[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("dim"))
+            return self._reduce(node, ins[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("dim"), name)
         return self._unsupported(node, f"method .{name}()")
 
     def _spatial_only(self, node, f, x: _Desc) -> _Desc | None:
@@ -202,11 +214,13 @@ class OpRules:
                                           f"(pad={tuple(pad)} of a {ndim}-D tensor)")
         return x
 
-    def _reduce(self, node, x: _Desc, dims) -> _Desc | None:
+    def _reduce(self, node, x: _Desc, dims, kind: str = "mean") -> _Desc | None:
         shape_in = self._shape(self._arg0(node))
         dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
         norm = {d % len(shape_in) for d in dims} if shape_in and dims else set()
         if x.stride == 1 and norm and 0 not in norm and 1 not in norm:
+            if kind != "mean" and norm == set(range(2, len(shape_in))):     # a global sum or max
+                return _Desc(x.segs, x.stride, kind)
             return x                                                        # a spatial reduction
         return self._unsupported(node, f"reduction over dims {dims}")
 

@@ -84,6 +84,7 @@ class _Desc:
     ``stride`` consecutive positions (1, or H*W after a flatten)."""
     segs: tuple
     stride: int = 1
+    pooled: str = ""        # "sum" / "amax": a global spatial sum or max made these (N, C) values
 
     @property
     def channels(self) -> int:

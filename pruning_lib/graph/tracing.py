@@ -6,6 +6,7 @@ tied, read directly by the graph) are found here with the reason.
 """
 from __future__ import annotations
 
+import operator
 import traceback
 from typing import Any, Iterable
 
@@ -14,7 +15,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
-from ..surgery.handlers import is_batchnorm
+from ..layers import is_batchnorm, is_user_type
 from .types import UntraceableModelError
 
 class _LeafTracer(torch.fx.Tracer):
@@ -23,6 +24,8 @@ class _LeafTracer(torch.fx.Tracer):
         self.leaves = leaves
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if is_user_type(m):             # a layer type taught with register_handler: its handler answers
+            return True
         if qualname in self.leaves or (self.leaves and isinstance(m, tuple(x for x in self.leaves
                                                                           if isinstance(x, type)))):
             return True
@@ -38,8 +41,40 @@ def _user_frame(exc: BaseException) -> str:
     return f" (at {f.filename}:{f.lineno}, in {f.name}: `{(f.line or '').strip()}`)"
 
 
+def _refuse_wrapper(model: nn.Module) -> None:
+    """DataParallel / DistributedDataParallel and torch.compile wrap the model to prune: name it."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise UntraceableModelError(f"{type(model).__name__} wraps the network to prune: pass model.module "
+                                    "(discover, prune and the criteria work on the network itself; wrap the "
+                                    "pruned model again afterwards)")
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        raise UntraceableModelError("a torch.compile'd model wraps the network to prune: pass model._orig_mod "
+                                    "(and compile the pruned model afterwards)")
+
+
+def _check_inputs(model: nn.Module, graph: torch.fx.Graph) -> None:
+    """discover feeds ONE tensor: refuse a forward that needs several inputs or reads a dict."""
+    ph = [n for n in graph.nodes if n.op == "placeholder"]
+    required = [n.target for n in ph if not n.args]
+    name = type(model).__name__
+    fix = (f"wrap it in a module whose forward(x) takes one tensor and builds the rest inside (e.g. "
+           f"class Wrapped(nn.Module): forward(self, x): return net(x, ...)); discover, prune and the "
+           "criteria then work on the wrapper")
+    if len(required) > 1:
+        raise UntraceableModelError(f"{name}.forward takes {len(required)} inputs ({', '.join(required)}), but "
+                                    f"discover traces models called with one tensor: {fix}")
+    for p in ph[:1]:
+        for u in p.users:
+            if (u.op == "call_function" and u.target is operator.getitem and isinstance(u.args[1], str)) or \
+                    (u.op == "call_method" and u.target in ("get", "keys", "values", "items")):
+                raise UntraceableModelError(f"{name}.forward reads its input {p.target!r} as a dict, but discover "
+                                            f"traces models called with one tensor: {fix}")
+
+
 def trace(model: nn.Module, leaf_modules: Iterable = ()) -> torch.fx.GraphModule:
-    """``torch.fx`` trace of ``model``; a clear error when Python control flow defeats tracing."""
+    """``torch.fx`` trace of ``model``; a clear error when Python control flow defeats tracing, for a
+    wrapped model (DataParallel, torch.compile) and for a forward that takes several inputs."""
+    _refuse_wrapper(model)
     tracer = _LeafTracer(tuple(leaf_modules))
     try:
         graph = tracer.trace(model)
@@ -49,6 +84,7 @@ def trace(model: nn.Module, leaf_modules: Iterable = ()) -> torch.fx.GraphModule
             "Usually a forward() branches or loops on tensor values or shapes. Make that code "
             "independent of tensor values, or pass the submodule that contains it in "
             "leaf_modules=[...] (its channels are then kept whole, marked unprunable).") from e
+    _check_inputs(model, graph)
     return torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
@@ -80,6 +116,10 @@ def frozen_modules(model: nn.Module, gm: torch.fx.GraphModule, leaves: tuple) ->
             out[name] = (f"module {name} ({type(m).__name__}) is parametrised (e.g. weight_norm, "
                          "spectral_norm): remove the parametrisation first "
                          "(torch.nn.utils.parametrize.remove_parametrizations) to prune it")
+        elif any(f"{p}_orig" in m._parameters and f"{p}_mask" in m._buffers for p in ("weight", "bias")):
+            out[name] = (f"module {name} ({type(m).__name__}) carries a torch.nn.utils.prune mask (weight = "
+                         "weight_orig * weight_mask): make it permanent first with "
+                         f"torch.nn.utils.prune.remove(module, 'weight') to prune its channels")
         elif "weight" not in m._parameters and isinstance(getattr(m, "weight", None), torch.Tensor):
             out[name] = (f"module {name} ({type(m).__name__}) computes its weight in a hook (old "
                          "nn.utils.weight_norm / spectral_norm): remove it first "
@@ -88,7 +128,20 @@ def frozen_modules(model: nn.Module, gm: torch.fx.GraphModule, leaves: tuple) ->
             out[name] = f"module {name}: {tied[id(m)]}"
         elif name and name in direct:
             out[name] = f"the parameters of module {name} are also read directly by the graph"
+        elif name and _hooked(m):
+            out[name] = (f"module {name} ({type(m).__name__}) has forward hooks or pre-hooks, which may change "
+                         "its inputs or outputs in ways the traced graph does not show: kept whole; remove "
+                         "the hooks (handle.remove()) to prune it")
+    for name in [n for n in out if n and _hooked(model.get_submodule(n))]:
+        for sub, m in model.get_submodule(name).named_modules(prefix=name):      # a hooked container:
+            out.setdefault(sub, f"module {sub} is inside {name}, which has forward hooks: kept whole")
     return out
+
+
+def _hooked(m: nn.Module) -> bool:
+    """Whether ``m`` carries forward hooks or forward pre-hooks (the root's hooks only touch the
+    network's input and output, which are never pruned, so discover ignores those)."""
+    return bool(m._forward_hooks or m._forward_pre_hooks)
 
 
 def propagate_shapes(gm: torch.fx.GraphModule, x: torch.Tensor) -> None:

@@ -89,6 +89,9 @@ class ChannelGraph:
     # prunable by whole groups of a grouped conv (ResNeXt, RegNet): prune() takes them, the scoring
     # criteria (made for one channel per unit) do not see them
     grouped: list[DFC] = field(default_factory=list)
+    # feed-out layer -> "sum" or "amax" when it reads channels through a global spatial sum or max
+    # (not an average): DFPC's bound then uses the all-ones matrix, not 1/(H*W)
+    global_pool: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_coupled(self) -> int:

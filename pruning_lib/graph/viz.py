@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Patch, Rectangle
 from torch import nn
 
-from ..surgery.handlers import GROUPED, PRODUCER, handler_for
+from ..layers import GROUPED, PRODUCER, handler_for
 from .types import ChannelGraph
 
 

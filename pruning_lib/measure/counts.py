@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..modes import eval_mode, unmaterialised
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (every element of every parameter tensor)."""
@@ -22,14 +24,11 @@ def example_input(model: nn.Module, input_shape: tuple, device=None) -> torch.Te
 @torch.no_grad()
 def count_flops(model: nn.Module, input_shape: tuple = (1, 3, 32, 32)) -> int:
     """FLOPs of one forward pass at ``input_shape`` (per image when the batch is 1), counted by
-    ``torch.utils.flop_counter`` (a multiply-add counts as 2 FLOPs; convs and matmuls only)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model(example_input(model, input_shape))
-    finally:
-        model.train(was_training)
+    ``torch.utils.flop_counter`` (a multiply-add counts as 2 FLOPs; convs and matmuls only). Runs in
+    eval mode; every submodule's mode is restored."""
+    model = unmaterialised(model)
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
+        model(example_input(model, input_shape))
     return int(counter.get_total_flops())
 
 

@@ -10,6 +10,7 @@ mean, which is robust to the odd slow pass on a shared machine.
 from __future__ import annotations
 
 import contextlib
+import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..modes import eval_mode, unmaterialised
 from .counts import example_input
 
 
@@ -66,30 +68,40 @@ def compare_latency(models: dict[str, nn.Module], input_shape: tuple = (64, 3, 3
                     ) -> dict[str, LatencyResult]:
     """Time several models in one run, interleaved pass by pass, so that they share the machine's
     state (load, clock, caches) and their ratios are fair. Each model runs in eval mode on
-    ``device`` (moved there) and is put back in its previous train/eval mode afterwards."""
+    ``device``; the caller's models are left as they were: a model on another device is timed as a
+    copy moved there, and every submodule's train/eval mode is restored."""
     device = torch.device(device)
     if not models:
         raise ValueError("compare_latency needs at least one model")
-    modes = {k: m.training for k, m in models.items()}
     times: dict[str, list[float]] = {k: [] for k in models}
-    with _threads(threads) as n_threads, torch.inference_mode():
-        x = example_input(next(iter(models.values())), input_shape, device)
-        for m in models.values():
-            m.to(device).eval()
+    with contextlib.ExitStack() as stack, _threads(threads) as n_threads, torch.inference_mode():
+        timed = {}
+        for k, m in models.items():
+            m = unmaterialised(m)
+            here = _device_of(m)
+            if here.type != device.type or (None not in (here.index, device.index) and here.index != device.index):
+                m = copy.deepcopy(m).to(device)
+            timed[k] = stack.enter_context(eval_mode(m))
+        x = example_input(next(iter(timed.values())), input_shape, device)
         for _ in range(warmup):
-            for m in models.values():
+            for m in timed.values():
                 m(x)
         _sync(device)
         for _ in range(repeats):
-            for k, m in models.items():
+            for k, m in timed.items():
                 _sync(device)
                 t0 = time.perf_counter()
                 m(x)
                 _sync(device)
                 times[k].append(time.perf_counter() - t0)
-    for k, m in models.items():
-        m.train(modes[k])
     return {k: _result(t, input_shape[0], n_threads, device) for k, t in times.items()}
+
+
+def _device_of(m: nn.Module) -> torch.device:
+    t = next(m.parameters(), None)
+    if t is None:
+        t = next(m.buffers(), None)
+    return t.device if t is not None else torch.device("cpu")
 
 
 def measure_latency(model: nn.Module, input_shape: tuple = (64, 3, 32, 32), warmup: int = 3,

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..graph.types import ChannelGraph
-from ..surgery.handlers import handler_for, is_weighted
+from ..layers import handler_for, is_weighted
 
 _PREFIX = "layer_time::"
 

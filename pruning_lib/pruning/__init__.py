@@ -1,6 +1,7 @@
 """Pruning procedures: DFPC's global pruning by static scores (:mod:`.global_pruning`), TVSPrune and
 IterTVSPrune (:mod:`.tvsprune`), BatchNorm recalibration (:mod:`.bn_recalibration`), the stop
-:class:`Target` (:mod:`.target`) and the per-step :class:`PruningReport` (:mod:`.report`)."""
+:class:`Target` (:mod:`.target`), the per-step :class:`PruningReport` (:mod:`.report`), and what a
+channel of each DFC costs against a removal order (:mod:`.channel_cost`, imported on use)."""
 from .bn_recalibration import bn_recalibrate
 from .global_pruning import GlobalPruningResult, global_prune, removal_order, step_plan
 from .report import PruningReport, PruningStep

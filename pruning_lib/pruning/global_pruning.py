@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import sources
+from ..measure.accuracy import as_evaluator
 from ..graph.discovery import discover
 from ..graph.types import DFC, ChannelGraph
 from ..measure.counts import count_flops, count_parameters
@@ -62,6 +63,19 @@ def default_input_shape(data: DataSource | None) -> tuple:
     if data is None or sources.is_split(sources.resolve(data)):
         return (1, 3, 32, 32)
     return (1,) + tuple(sources.first_input(data).shape[1:])
+
+
+def check_scores(scores: ChannelScores, graph: ChannelGraph) -> None:
+    """Refuse scores that do not belong to ``graph`` (a criterion that rediscovered the model instead
+    of scoring the graph it was given): their DFCs are other objects, so no channel could be found."""
+    if not isinstance(scores, ChannelScores):
+        raise TypeError(f"the criterion returned {type(scores).__name__}; a criterion returns ChannelScores")
+    ours = {id(d) for d in graph.dfcs}
+    missing = [d for d in graph.dfcs if d not in scores.scores]
+    if missing or any(id(d) not in ours for d in scores.scores):
+        raise ValueError(f"the scores ({scores.method}) are not keyed by the DFCs of the graph being pruned "
+                         f"({len(missing)} of its {len(graph.dfcs)} DFCs have no score): a criterion must score "
+                         "the graph it is given (criterion(model, graph, ...)), not rediscover the model")
 
 
 def removal_order(scores: ChannelScores, dfcs: list[DFC]) -> list[tuple[DFC, int]]:
@@ -108,8 +122,7 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
     :func:`pruning_lib.list_criteria`), a function (model, graph, **data) -> ChannelScores, or ready
     scores. ``data``: the samples a data-driven criterion reads (a DataLoader of (inputs, labels)).
     ``evaluate`` (``eval_split`` is its earlier name): a data source or ``evaluate(model) -> float``
-    for the accuracy of every step (the course's ``"val"`` split when an accuracy target is set and
-    none is given). ``input_shape``: the example input for tracing and FLOPs (default: one sample
+    for the accuracy of every step (required with an accuracy target; there is no default data set). ``input_shape``: the example input for tracing and FLOPs (default: one sample
     of ``data``'s first batch, else CIFAR's (1, 3, 32, 32)). ``latency``: measure every step against
     the unpruned model in the same run (on by itself for a speedup target; at ``latency_shape``,
     default a batch of 64 of ``input_shape``). ``align``: keep channel counts multiples of this (see
@@ -123,9 +136,15 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
     if evaluate is not None and eval_split is not None:
         raise TypeError("give evaluate= or its earlier name eval_split=, not both")
     evaluate = evaluate if evaluate is not None else eval_split
-    if target.needs_accuracy and evaluate is None:
-        evaluate = "val"
-    evaluator, eval_name = sources.as_evaluator(evaluate) if evaluate is not None else (None, "")
+    if target.needs_accuracy:
+        # (a reporting-only evaluate is allowed here: DFPC's curves stop on a test-accuracy drop, the
+        # paper's protocol that scripts/dfpc_experiments.py reproduces)
+        evaluate = sources.resolve(sources.required(evaluate, "evaluate",
+                                                    f"global_prune with an accuracy target ({target})"))
+    if data is not None:
+        data = sources.resolve(data)
+        sources.check_decides(data, "data", "global_prune")
+    evaluator, eval_name = as_evaluator(evaluate) if evaluate is not None else (None, "")
     latency = latency or target.speedup is not None
     input_shape = tuple(input_shape) if input_shape is not None else default_input_shape(data)
     latency_shape = latency_shape or (64,) + input_shape[1:]
@@ -138,9 +157,15 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
         graph = graph if graph is not None else discover(base, input_shape)
         fn = resolve_criterion(criterion)
         scores = fn(base, graph) if data is None else fn(base, graph, data=data)
+    check_scores(scores, graph)
     eligible = [d for d in graph.dfcs if coupled or not d.coupled]
+    if not graph.dfcs:
+        reasons = sorted({r for d in graph.unprunable for r in d.reasons})
+        raise ValueError(f"the model has no prunable DFC, so there is nothing to prune: {'; '.join(reasons[:4])}"
+                         f"{' ...' if len(reasons) > 4 else ''} (see discover(model, input_shape).table())")
     if not eligible:
-        raise ValueError("no DFC is eligible: the model has no non-coupled DFC; prune with coupled=True")
+        raise ValueError(f"no DFC is eligible with coupled=False: all {len(graph.dfcs)} prunable DFCs are "
+                         "coupled (|A| > 1 or |B| > 1); prune with coupled=True")
     order = removal_order(scores, eligible)
     n_eligible = sum(d.channels for d in eligible)
     per_step = max(1, round(step_fraction * n_eligible))
@@ -175,6 +200,10 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
     current, accepted, accepted_step = base, base, 0
     reason = "every eligible channel but one per DFC removed"
     removed = 0
+    already = target.size_reached(first.parameters, first.parameters, first.flops, first.flops, first.speedup)
+    if already:                      # e.g. Target(parameters=0.0): the unpruned model meets it
+        total_steps, reason = 0, "; ".join(already) + " (the unpruned model already meets the target)"
+        first.note = "target reached"
     bar = tqdm(range(1, total_steps + 1), desc=f"pruning ({report.method})", disable=not progress)
     for step in bar:
         removed = min(step * per_step, limit)
@@ -185,23 +214,14 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
         report.add(rec)
         bar.set_postfix(params=f"{rec.parameters / first.parameters:.2f}",
                         **({"acc": f"{rec.accuracy:.1f}"} if rec.accuracy is not None else {}))
-        if target.accuracy_drop is not None and first.accuracy - rec.accuracy > target.accuracy_drop:
-            rec.note = "beyond the accuracy-drop target"
-            reason = f"accuracy drop above {target.accuracy_drop} points"
-            break
-        if target.min_accuracy is not None and rec.accuracy < target.min_accuracy:
-            rec.note = "below the accuracy floor"
-            reason = f"accuracy below {target.min_accuracy} %"
+        rejected = target.rejects(first.accuracy, rec.accuracy) if target.needs_accuracy else ""
+        if rejected:
+            rec.note = ("beyond the accuracy-drop target" if rejected.startswith("accuracy drop")
+                        else "below the accuracy floor")
+            reason = rejected
             break
         accepted, accepted_step = current, step
-        hit = []
-        keep_p, keep_f = target.kept("parameters"), target.kept("flops")
-        if keep_p is not None and rec.parameters <= keep_p * first.parameters:
-            hit.append(f"parameters at most {keep_p:.0%} of the unpruned")
-        if keep_f is not None and rec.flops <= keep_f * first.flops:
-            hit.append(f"FLOPs at most {keep_f:.0%} of the unpruned")
-        if target.speedup is not None and rec.speedup >= target.speedup:
-            hit.append(f"measured speedup at least {target.speedup}x")
+        hit = target.size_reached(first.parameters, rec.parameters, first.flops, rec.flops, rec.speedup)
         if hit:
             reason = "; ".join(hit)
             rec.note = "target reached"
@@ -218,5 +238,5 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
     return GlobalPruningResult(report, accepted, graph, scores, order, accepted_step, reason, base, prefix, align)
 
 
-__all__ = ["Target", "PruningTarget", "GlobalPruningResult", "removal_order", "step_plan", "global_prune",
+__all__ = ["Target", "PruningTarget", "GlobalPruningResult", "check_scores", "removal_order", "step_plan", "global_prune",
            "default_input_shape"]

@@ -12,6 +12,7 @@ max_k s_k), i.e. when s_j <= eps * mean(s): the ratio ``s_j / mean(s)`` is what 
 from __future__ import annotations
 
 import copy
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import sources
+from ..measure.accuracy import as_evaluator
 from ..graph.discovery import discover
 from ..graph.types import DFC, ChannelGraph
 from ..measure.counts import count_flops, count_parameters
@@ -67,6 +69,30 @@ def cap_removals(model: nn.Module, graph: ChannelGraph, removals: Mapping[DFC, l
     return {d: sorted(c) for d, c in chosen.items()}
 
 
+def cap_flops(model: nn.Module, graph: ChannelGraph, removals: Mapping[DFC, list[int]],
+              order: Mapping[DFC, torch.Tensor], min_flops: float, input_shape: tuple) -> dict[DFC, list[int]]:
+    """The longest prefix of ``removals`` (in ascending ``order`` value across DFCs) whose pruned
+    model keeps at least ``min_flops`` FLOPs (counted by :func:`count_flops`; removing more channels
+    never adds FLOPs, so a bisection finds it)."""
+    flat = sorted(((float(order[d][j]), d.index, j, d) for d, chans in removals.items() for j in chans),
+                  key=lambda t: t[:3])
+
+    def take(n):
+        out: dict[DFC, list[int]] = {}
+        for _, _, j, d in flat[:n]:
+            out.setdefault(d, []).append(j)
+        return {d: sorted(c) for d, c in out.items()}
+
+    lo, hi = 0, len(flat)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count_flops(prune(model, graph, take(mid)), input_shape) >= min_flops:
+            lo = mid
+        else:
+            hi = mid - 1
+    return take(lo)
+
+
 def _count(removals: Mapping) -> int:
     return sum(len(c) for c in removals.values())
 
@@ -99,7 +125,7 @@ class OneShotResult(_Sparsity):
         return _count(self.removals)
 
 
-def tvs_prune(model: nn.Module, graph: ChannelGraph | None = None, data: DataSource = "dist",
+def tvs_prune(model: nn.Module, graph: ChannelGraph | None = None, data: DataSource | None = None,
               eps: float = 0.5, distance: str = "hellinger_lb", stream_reduce: str = "mean",
               per_class: int | None = None, scores: ChannelScores | None = None,
               input_shape: tuple = (1, 3, 32, 32)) -> OneShotResult:
@@ -138,7 +164,7 @@ def prune_to_sparsity(model: nn.Module, scores: ChannelScores, target_sparsity: 
 
 
 def _check_fraction(x: float, name: str) -> None:
-    if not (isinstance(x, (int, float)) and 0.0 <= x < 1.0):
+    if not (isinstance(x, numbers.Real) and not isinstance(x, bool) and 0.0 <= x < 1.0):
         raise ValueError(f"{name} is a fraction of the parameters in [0, 1), e.g. 0.035 for 3.5 %; got {x!r}")
 
 
@@ -175,7 +201,7 @@ class IterResult(_Sparsity):
         return len(self.attempts)
 
 
-def iter_tvs_prune(model: nn.Module, data: DataSource = "dist", evaluate: Evaluator | DataSource = "val",
+def iter_tvs_prune(model: nn.Module, data: DataSource | None = None, evaluate: Evaluator | DataSource | None = None,
                    target: Target | None = None, *, target_sparsity: float | None = None,
                    min_accuracy: float | None = None, max_drop: float | None = None,
                    eps0: float = 0.5, eps_step: float = 0.025, max_step: float | None = None,
@@ -185,11 +211,12 @@ def iter_tvs_prune(model: nn.Module, data: DataSource = "dist", evaluate: Evalua
                    on_scores: Callable[[nn.Module, ChannelScores], None] | None = None) -> IterResult:
     """IterTVSPrune with the released code's faults fixed (TVSPrune note, "as released").
 
-    ``data`` (the course's ``dist`` split, or a DataLoader of (inputs, labels)) gives the samples of
-    the scores; ``evaluate`` (the ``val`` split, a DataLoader, or ``evaluate(model) -> float``) the
-    accuracy gate. ``target``: a :class:`~pruning_lib.Target` (``parameters``: the sparsity to reach,
-    ``min_accuracy``, ``accuracy_drop``); ``target_sparsity``, ``min_accuracy`` and ``max_drop`` are
-    the same three as keywords.
+    ``data`` (a DataLoader of (inputs, labels), or a course split such as ``dist``) gives the samples
+    of the scores; ``evaluate`` (a DataLoader, ``evaluate(model) -> float``, or a course split such
+    as ``val``) the accuracy gate. Both are required: there is no default data set. ``target``: a :class:`~pruning_lib.Target` (``parameters``: the sparsity to reach,
+    ``min_accuracy``, ``accuracy_drop``, and ``flops``: the fraction of FLOPs to remove, each step
+    capped so as not to pass it; ``channels`` and ``speedup`` are refused); ``target_sparsity``,
+    ``min_accuracy`` and ``max_drop`` are the first three as keywords.
 
     Each iteration re-discovers the DFCs and RE-ESTIMATES the scores on the current pruned model
     from ``data``; proposes, in every DFC, the channels with s_j <= eps * mean(s); caps the proposal,
@@ -204,14 +231,22 @@ def iter_tvs_prune(model: nn.Module, data: DataSource = "dist", evaluate: Evalua
     is called each time scores are estimated (to inspect them).
     """
     if target is not None:
+        if not isinstance(target, Target):
+            raise TypeError(f"target must be a pruning_lib.Target, got {type(target).__name__}")
+        target.only(("parameters", "flops", "accuracy_drop", "min_accuracy"), "iter_tvs_prune",
+                    "For a channel or speedup target use global_prune(model, 'tvs', target, data=...)")
+        target_flops = target.flops
         if (target_sparsity, min_accuracy, max_drop) != (None, None, None):
             raise TypeError("give target=Target(...) or the keywords target_sparsity/min_accuracy/max_drop, not both")
         target_sparsity, min_accuracy, max_drop = target.parameters, target.min_accuracy, target.accuracy_drop
-    if target_sparsity is None and min_accuracy is None and max_drop is None:
+    else:
+        target_flops = None
+    if target_sparsity is None and min_accuracy is None and max_drop is None and target_flops is None:
         raise ValueError("give a target: target_sparsity (fraction of parameters, e.g. 0.035) and/or an "
                          "accuracy floor (min_accuracy in %, or max_drop in points)")
     if target_sparsity is not None:
         _check_fraction(target_sparsity, "target_sparsity")
+    Target(accuracy_drop=max_drop, min_accuracy=min_accuracy)    # the keywords: Target's one validation
     if max_step is not None:
         _check_fraction(max_step, "max_step")
         if max_step == 0:
@@ -220,10 +255,11 @@ def iter_tvs_prune(model: nn.Module, data: DataSource = "dist", evaluate: Evalua
         raise ValueError(f"eps0 and eps_step must be > 0 (got {eps0}, {eps_step}); the released values are 0.5, 0.025")
     if not (isinstance(max_iterations, int) and max_iterations >= 1):
         raise ValueError(f"max_iterations must be a positive int, got {max_iterations!r}")
-    data, evaluate = sources.resolve(data), sources.resolve(evaluate)
-    if "test" in (sources.source_name(data), None if callable(evaluate) else sources.source_name(evaluate)):
-        raise ValueError("the test split is for reporting only; gate on 'val' and score on 'dist'")
-    evaluator, val_name = sources.as_evaluator(evaluate)
+    data = sources.resolve(sources.required(data, "data", "iter_tvs_prune (the samples of the scores)"))
+    evaluate = sources.resolve(sources.required(evaluate, "evaluate", "iter_tvs_prune (the accuracy gate)"))
+    sources.check_decides(data, "data", "iter_tvs_prune")
+    sources.check_decides(evaluate, "evaluate", "iter_tvs_prune")
+    evaluator, val_name = as_evaluator(evaluate)
     k = sources.num_classes(data)
 
     current = copy.deepcopy(model).eval()
@@ -256,6 +292,9 @@ def iter_tvs_prune(model: nn.Module, data: DataSource = "dist", evaluate: Evalua
         if target_sparsity is not None and 1 - p_now / p0 >= target_sparsity:
             reason = "target sparsity reached"
             break
+        if target_flops is not None and 1 - report.final.flops / report.base.flops >= target_flops:
+            reason = "target FLOPs reduction reached"
+            break
         if scores is None:           # re-estimated on the current model after every accepted step
             graph = discover(current, input_shape)
             scores = tvs_scores(current, graph, data=data, distance=distance, stream_reduce=stream_reduce,
@@ -271,6 +310,8 @@ def iter_tvs_prune(model: nn.Module, data: DataSource = "dist", evaluate: Evalua
         step_bound = p_now - p0 * max_step if max_step is not None else 0.0
         bound = max(target_bound, step_bound)
         chosen = cap_removals(current, graph, cand, ratios, bound) if bound > 0 else cand
+        if target_flops is not None and chosen:
+            chosen = cap_flops(current, graph, chosen, ratios, report.base.flops * (1 - target_flops), input_shape)
         if not chosen and step_bound > target_bound:
             # the cheapest candidate costs more than max_step: take the single lowest-ratio one that fits the target
             one = cap_removals(current, graph, cand, ratios, target_bound)
@@ -320,6 +361,6 @@ def baseline_scores(model: nn.Module, graph: ChannelGraph, criterion: str, seed:
     raise ValueError(f"unknown baseline {criterion!r}; choose 'l1' or 'random'")
 
 
-__all__ = ["tvs_scores", "eps_ratios", "eps_candidates", "cap_removals", "tvs_prune", "prune_to_sparsity",
+__all__ = ["tvs_scores", "eps_ratios", "eps_candidates", "cap_removals", "cap_flops", "tvs_prune", "prune_to_sparsity",
            "OneShotResult", "Attempt", "IterResult", "iter_tvs_prune", "bn_recalibrate", "baseline_scores",
            "STREAM_REDUCE"]

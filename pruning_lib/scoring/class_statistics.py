@@ -145,7 +145,7 @@ class SumAccumulator:
 
 
 @torch.no_grad()
-def collect_statistics(model: nn.Module, data: DataSource = "dist",
+def collect_statistics(model: nn.Module, data: DataSource | None = None,
                        modules: Sequence[str] | None = None, per_class: int | None = None,
                        batch_size: int = 250, summary: str = "spatial_mean", seed: int = 0,
                        device: torch.device | str | None = None, progress: bool = False,
@@ -161,7 +161,7 @@ def collect_statistics(model: nn.Module, data: DataSource = "dist",
     batch; it is returned unchanged (each submodule's mode restored, hooks removed)."""
     if summary not in SUMMARIES:
         raise ValueError(f"unknown summary {summary!r}; choose one of {SUMMARIES}")
-    data = sources.resolve(data)
+    data = sources.resolve(sources.required(data, "data", "collect_statistics"))
     k = num_classes or sources.num_classes(data)
     if per_class is not None and sources.is_split(data):
         counts = torch.bincount(data.y, minlength=k)
@@ -217,6 +217,9 @@ def collect_statistics(model: nn.Module, data: DataSource = "dist",
             h.remove()
         for m, mode in modes.items():
             m.training = mode
+    if not int(images.sum()):
+        raise sources.DataSourceError(f"the data source {sources.source_name(data)!r} yielded no samples: "
+                                      "class statistics need labelled batches")
     classes = tuple(data.classes) if sources.is_split(data) else tuple(range(k))
     per = {c: int(v) for c, v in enumerate(images)}
     return ClassStatistics({n: acc[n].moments() for n in names}, classes, summary,
@@ -238,8 +241,22 @@ def filter_scores(stats: ClassStatistics, distance: str = "hellinger_lb",
         raise ValueError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
     fn = resolve_score(distance)
     names = list(modules) if modules is not None else list(stats.modules)
-    return {n: pairwise_min(fn, stats[n].means, stats[n].vars) for n in names}
+    return {n: observed_pairwise_min(fn, stats[n].means, stats[n].vars, stats[n].counts, f"the statistics of {n}")
+            for n in names}
+
+
+def observed_pairwise_min(fn, means: torch.Tensor, vars: torch.Tensor, counts: torch.Tensor,
+                          where: str) -> torch.Tensor:
+    """:func:`~pruning_lib.scoring.distances.pairwise_min` over the pairs of classes that HAVE samples
+    (``counts`` > 0): a class without samples has no distribution, and two of them would make every
+    channel's minimum 0. With one observed class there is no pair: every channel scores +inf (the
+    minimum over no pair; nothing is found indistinguishable), with a warning from :func:`sources.observed`."""
+    cls = sources.observed(counts, where)
+    if len(cls) < 2:
+        return torch.full((means.shape[1],), float("inf"), dtype=torch.float64)
+    return pairwise_min(fn, means[cls], vars[cls])
 
 
 __all__ = ["ChannelMoments", "ClassStatistics", "MomentAccumulator", "SumAccumulator", "SUMMARIES", "DISTANCES", "default_modules",
+           "observed_pairwise_min",
            "collect_statistics", "filter_scores"]

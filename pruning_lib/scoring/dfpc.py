@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..graph.types import DFC, ChannelGraph, ChannelRef
-from ..surgery.handlers import kind_of
+from ..layers import kind_of
 from .base import ChannelScores, graph_of, register_criterion
 
 
@@ -68,7 +68,7 @@ def _conv_feed_out(m: nn.Conv2d, name: str, graph: ChannelGraph, stride: int) ->
     return u[0].flatten(1)
 
 
-# The layer kinds (pruning_lib.surgery.handlers) the bound covers, and how each unrolls.
+# The layer kinds (pruning_lib.layers) the bound covers, and how each unrolls.
 _FEED_IN = {"linear": lambda m, name, graph: _abs_weight(m).sum(1, keepdim=True), "conv": _conv_feed_in}
 _FEED_OUT = {"linear": lambda m, name, graph, stride: _abs_weight(m).sum(0).view(-1, stride),
              "conv": _conv_feed_out}
@@ -153,6 +153,10 @@ def _pair_score(u_rows: torch.Tensor, v_rows: torch.Tensor, a: str, b: str, mode
     pu, pv = u_rows.shape[1], v_rows.shape[1]
     if pu == pv:
         return (u_rows * v_rows).sum(1)
+    if pu == 1 and graph.global_pool.get(b) in ("sum", "amax"):
+        # a global sum reads every position with weight 1; a global max is bounded by that sum
+        # (|max_p dx_p| <= sum_p |dx_p|, the bound used for max pools below)
+        return u_rows[:, 0] * v_rows.sum(1)
     if pu == 1:                    # b reads channel k after a global spatial pooling: averaging matrix
         return u_rows[:, 0] * v_rows.sum(1) / pv
     size_a = tuple(graph.shapes[a][1][2:])

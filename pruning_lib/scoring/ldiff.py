@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .. import sources
+from ..measure.accuracy import as_evaluator
 from ..graph.discovery import discover
 from ..graph.types import ChannelGraph
 from ..sources import DataSource
@@ -244,7 +245,7 @@ def ldiff_experiment(model: nn.Module, model_name: str = "model", fraction: floa
                          "pass eval_images=None (and subset the dataset yourself)")
     else:
         eval_n = len(getattr(eval_split, "dataset", ()))
-    accuracy, eval_name = sources.as_evaluator(eval_split, batch_size)
+    accuracy, eval_name = as_evaluator(eval_split, batch_size)
     base = accuracy(model)
     it = dfcs
     if progress:

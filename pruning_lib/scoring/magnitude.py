@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..graph.types import ChannelGraph
-from ..surgery.handlers import PRODUCER, handler_for
+from ..layers import PRODUCER, handler_for
 from .base import ChannelScores, graph_of, register_criterion
 
 

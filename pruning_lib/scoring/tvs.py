@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from .. import sources
+from ..modes import eval_mode
 from ..graph.types import DFC, ChannelGraph
 from ..sources import DataSource
 from .base import ChannelScores, graph_of, register_criterion
-from .class_statistics import SumAccumulator, collect_statistics, filter_scores
-from .distances import pairwise_min
+from .class_statistics import SumAccumulator, collect_statistics, filter_scores, observed_pairwise_min
 
 STREAM_REDUCE = ("mean", "min", "max")
 
@@ -47,13 +47,16 @@ def _bn_site(dfc: DFC) -> str | None:
 
 class _ReaderStats:
     """Per-class sums of the spatial mean of a DFC's channels, taken at the input of its readers
-    (copied to float64 at once, so later in-place ops cannot alter them); variances divide by n."""
+    (copied to float64 at once, so later in-place ops cannot alter them); variances divide by n.
+    Each reader counts its own samples per class, so a reader called twice per forward (a shared
+    layer) weighs both reads against twice the samples; classes without samples are left out of
+    the pairs (they have no distribution to compare)."""
 
     def __init__(self, dfc: DFC, num_classes: int):
         self.dfc = dfc
         self.k = num_classes
         self.readers: dict[str, SumAccumulator] = {}
-        self.counts = torch.zeros(num_classes, dtype=torch.float64)
+        self.counts: dict[str, torch.Tensor] = {}
         self.seen: list[torch.Tensor] = []          # tensors already read in this batch (identity)
 
     def hook(self, ref, labels: Callable[[], torch.Tensor]):
@@ -69,16 +72,19 @@ class _ReaderStats:
                 z = z.reshape(len(z), c, ref.stride).mean(2)
             elif z.dim() > 2:
                 z = z.flatten(2).mean(2)
-            self.readers.setdefault(ref.module, SumAccumulator(self.k)).add(z.to("cpu", torch.float64),
-                                                                              labels().to("cpu"))
+            y = labels().to("cpu")
+            self.readers.setdefault(ref.module, SumAccumulator(self.k)).add(z.to("cpu", torch.float64), y)
+            n = torch.bincount(y, minlength=self.k).to(torch.float64)
+            self.counts[ref.module] = self.counts[ref.module] + n if ref.module in self.counts else n
             return None
         return pre
 
     def scores(self, distance: str, reduce: str) -> torch.Tensor:
         per_reader = []
-        for acc in self.readers.values():
-            mean, var = acc.moments(self.counts)
-            per_reader.append(pairwise_min(distance, mean, var).to(torch.float64))
+        for name, acc in self.readers.items():
+            mean, var = acc.moments(self.counts[name])
+            per_reader.append(observed_pairwise_min(distance, mean, var, self.counts[name],
+                                                    f"the samples read by {name}").to(torch.float64))
         s = torch.stack(per_reader)
         return {"mean": s.mean(0), "min": s.min(0).values, "max": s.max(0).values}[reduce]
 
@@ -92,32 +98,31 @@ def _stream_scores(model: nn.Module, dfcs: list[DFC], data: DataSource, k: int, 
     stats = [_ReaderStats(d, k) for d in dfcs]
     handles = []
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     try:
-        for st in stats:
-            for ref in st.dfc.feed_out:
-                handles.append(model.get_submodule(ref.module).register_forward_pre_hook(
-                    st.hook(ref, lambda: current["y"])))
-        for x, y in sources.iter_batches(data, batch_size):
-            current["y"] = y
+        with eval_mode(model):
             for st in stats:
-                st.seen.clear()
-                st.counts += torch.bincount(y.cpu(), minlength=k).to(torch.float64)
-            model(x.to(device))
+                for ref in st.dfc.feed_out:
+                    handles.append(model.get_submodule(ref.module).register_forward_pre_hook(
+                        st.hook(ref, lambda: current["y"])))
+            for x, y in sources.iter_batches(data, batch_size):
+                current["y"] = y
+                for st in stats:
+                    st.seen.clear()
+                model(x.to(device))
     finally:
         for h in handles:
             h.remove()
         for st in stats:
             st.seen.clear()
-        model.train(was_training)
+    if not any(st.readers for st in stats):
+        raise sources.DataSourceError("the data source yielded no samples to score the channels on")
     return {st.dfc: st.scores(distance, reduce) for st in stats}
 
 
 # --------------------------------------------------------------------------- scores
 
 @register_criterion("tvs")
-def tvs_scores(model: nn.Module, graph: ChannelGraph | None = None, *, data: DataSource = "dist",
+def tvs_scores(model: nn.Module, graph: ChannelGraph | None = None, *, data: DataSource | None = None,
                distance: str = "hellinger_lb", stream_reduce: str = "mean", per_class: int | None = None,
                batch_size: int = 250, input_shape: tuple = (1, 3, 32, 32),
                num_classes: int | None = None) -> ChannelScores:
@@ -127,6 +132,7 @@ def tvs_scores(model: nn.Module, graph: ChannelGraph | None = None, *, data: Dat
     many images per class of a split. Lower = less discriminative."""
     if stream_reduce not in STREAM_REDUCE:
         raise ValueError(f"stream_reduce must be one of {STREAM_REDUCE}, got {stream_reduce!r}")
+    sources.required(data, "data", "tvs_scores (TVSPrune's scores are class statistics of labelled samples)")
     graph = graph_of(model, graph, input_shape)
     data = sources.per_class_subset(data, per_class)
     k = num_classes or sources.num_classes(data)

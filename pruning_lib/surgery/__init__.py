@@ -1,13 +1,13 @@
 """Physical channel surgery: layers really become smaller (DFPC, Narshana et al., ICLR 2023, section 3).
 
-:mod:`.handlers` holds one handler per layer type (channel sizes, shrink, parameters, MACs,
-rebuilding from a state_dict); :mod:`.prune` turns a DFC removal plan into cuts of those layers.
+:mod:`pruning_lib.layers` holds one handler per layer type (channel sizes, shrink, parameters,
+MACs, rebuilding from a state_dict; ``.handlers`` is its earlier path); :mod:`.prune` turns a DFC
+removal plan into cuts of those layers.
 """
-from .handlers import (LayerHandler, PruningError, handler_for, is_batchnorm, is_weighted, kind_of,
+from ..layers import (LayerHandler, PruningError, handler_for, is_batchnorm, is_weighted, kind_of,
                        register_handler)
-from .prune import (channel_counts, check_graph, plan, predicted_parameters, prune, resize_to_state,
+from .prune import (channel_counts, check_graph, num_parameters, plan, predicted_parameters, prune, resize_to_state,
                     shrink_module)
-from ..measure.counts import count_parameters as num_parameters   # the same count, the surgery tests' name
 
 __all__ = ["prune", "plan", "predicted_parameters", "check_graph", "shrink_module", "channel_counts",
            "resize_to_state", "num_parameters", "PruningError", "LayerHandler", "handler_for", "kind_of", "is_weighted",

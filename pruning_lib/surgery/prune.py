@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..graph.types import GROUPED_IN, DFC, ChannelGraph
-from .handlers import PruningError, handler_for, index, is_weighted
+from ..layers import PruningError, handler_for, index, is_builtin, is_weighted
 
 
 def _as_dfc(graph: ChannelGraph, key) -> DFC:
@@ -127,8 +127,10 @@ def prune(model: nn.Module, graph: ChannelGraph, removals: Mapping, inplace: boo
 
 
 def _replaced(m: nn.Module) -> list[torch.Tensor]:
+    """Tensors the copy may borrow from the caller: only a built-in handler is known to replace them
+    (a registered one may shrink in place, ``m.weight.data = ...``, which would reach the caller's)."""
     h = handler_for(m)
-    return h.replaced_tensors(m) if h is not None else []
+    return h.replaced_tensors(m) if h is not None and is_builtin(h) else []
 
 
 def predicted_parameters(model: nn.Module, graph: ChannelGraph, removals: Mapping) -> int:
@@ -145,6 +147,11 @@ def predicted_parameters(model: nn.Module, graph: ChannelGraph, removals: Mappin
     return total
 
 
+def num_parameters(model: nn.Module) -> int:
+    """The parameter count by its earlier name here (notebook 01 uses it): :func:`pruning_lib.count_parameters`."""
+    return sum(p.numel() for p in model.parameters())
+
+
 def channel_counts(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, int]:
     """Output channels (features) of each conv and linear layer, e.g. to compare before and after."""
     out = {}
@@ -159,12 +166,40 @@ def channel_counts(model: nn.Module, names: Sequence[str] | None = None) -> dict
 def resize_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Shrink ``model``'s layers in place to the shapes in ``state``, a pruned model's ``state_dict``, so
     that ``model.load_state_dict(state)`` restores it: how a pruned model is reloaded from the unpruned
-    architecture. Each layer type's handler rebuilds its own tensors; other modules are left alone."""
+    architecture. Each layer type's handler rebuilds its own tensors; other modules are left alone.
+
+    ``state`` is checked first (same keys as the model's state_dict, same tensor ranks): a state of
+    another architecture is a PruningError naming the keys, and the model is left untouched; only layers whose shapes differ are rebuilt, their new tensors on the
+    model's device, in its dtype, with its requires_grad (load_state_dict then fills them)."""
+    problem = check_state(model, state)
+    if problem:
+        raise PruningError(f"resize_to_state: {problem} (the model is left as it was)")
     for name, m in model.named_modules():
         h = handler_for(m)
         if h is not None:
             h.resize(m, state, f"{name}." if name else "")
 
 
-__all__ = ["PruningError", "check_graph", "plan", "prune", "shrink_module", "predicted_parameters", "channel_counts",
+def check_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """Why ``state`` is not a (pruned) state_dict of ``model``'s architecture (other keys, tensors of
+    another rank), or "" when it is one."""
+    if not isinstance(state, Mapping):
+        raise PruningError(f"state must be a state_dict (a mapping of names to tensors), got {type(state).__name__}")
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        return (
+            f"state does not belong to this architecture ({type(model).__name__}): "
+            + (f"missing keys {missing[:4]}{' ...' if len(missing) > 4 else ''}; " if missing else "")
+            + (f"unexpected keys {unexpected[:4]}{' ...' if len(unexpected) > 4 else ''}; " if unexpected else "")
+            + "build the model the state was saved from (the same architecture, unpruned), then resize it")
+    ranks = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.dim() != own[k].dim()]
+    if ranks:
+        return (f"state's tensors {ranks[:4]} have another rank than the model's (e.g. {ranks[0]}: "
+                f"{tuple(state[ranks[0]].shape)} vs {tuple(own[ranks[0]].shape)}): it comes from "
+                "another architecture; build the model the state was saved from")
+    return ""
+
+
+__all__ = ["PruningError", "check_graph", "check_state", "plan", "prune", "shrink_module", "predicted_parameters", "num_parameters", "channel_counts",
            "resize_to_state"]

@@ -4,7 +4,7 @@ The master notebooks (``notebooks/*.ipynb``) carry otter-grader's assign markers
 ``docs/instructors.md``). Three commands, wrapped by ``make student`` and ``make grade``:
 
     python scripts/grading/grading.py assign [MASTER ...]   # -> build/student/, build/autograder/
-    python scripts/grading/grading.py grade SUBMISSIONS      # -> build/grades.csv (+ build/grading/)
+    python scripts/grading/grading.py grade SUBMISSIONS [--jobs N] [--timeout S]  # -> build/grades.csv
     python scripts/grading/grading.py questions MASTER       # the questions a master defines
 
 ``assign`` runs ``otter assign`` on every master that has an ``# ASSIGNMENT CONFIG`` cell and
@@ -15,11 +15,18 @@ its points, and whether it is graded by hand). ``grade`` expects one folder per 
 (no Docker: the notebook is executed in this environment), keeps otter's ``results.json`` under
 ``build/grading/<student>/<notebook>/``, and writes one row per student to ``build/grades.csv``:
 one column per question (hand-graded ones left blank for the instructor), the automatic total,
-and notes (missing notebooks, grading failures).
+and notes (missing notebooks, grading failures, timeouts).
+
+``--jobs N`` grades N notebooks at a time, each ``otter run`` in its own process and its own working
+folder, with its OpenMP/MKL/torch threads capped at ``max(1, cores // N)`` so the jobs do not fight
+over the cores; the grade sheet is the same as with one job (rows in student order, same columns).
+A grading that runs past ``--timeout`` seconds is stopped with every process it started (its kernel
+included) and noted in its student's row, instead of holding up or crashing the run.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import json
 import os
@@ -32,12 +39,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
+import psutil
 import yaml
+from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 QUESTIONS_FILE = "questions.json"
-GRADE_TIMEOUT_S = 1800
+GRADE_TIMEOUT_S = 900     # per graded notebook; make grade GRADE_TIMEOUT=... overrides it
+SAMPLE_S = 0.5            # how often a grading's memory is sampled (its process tree's summed RSS)
+# The thread pools a grading's kernel may start: OpenMP (torch's intra-op threads), MKL, OpenBLAS.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+__all__ = ["Question", "Graded", "assignment_name", "questions", "assign", "load_questions", "grade_one",
+           "grade", "cores", "threads_per_job", "main"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,8 @@ class Graded:
     scores: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    peak_rss_mb: float = 0.0      # the most memory its processes (otter run and its kernel) held at once
+    timed_out: bool = False
 
 
 def _raw_config(cell, marker: str) -> dict | None:
@@ -139,20 +156,100 @@ def load_questions(autograder: Path) -> list[Question]:
     return [Question(**q) for q in json.loads(path.read_text())]
 
 
-def grade_one(submission: Path, autograder_zip: Path, out_dir: Path, expected: list[str]) -> Graded:
-    """Grade one submitted notebook with ``otter run``; otter's results.json is kept in out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the platform has one)."""
     try:
-        run = subprocess.run([_otter(), "run", "--no-logo", "-a", str(autograder_zip), "-o", str(out_dir),
-                              str(submission)], env=_env(), capture_output=True, text=True, timeout=GRADE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return Graded(error=f"grading took over {GRADE_TIMEOUT_S} s", seconds=time.perf_counter() - start)
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def threads_per_job(jobs: int) -> int:
+    """Threads each of ``jobs`` concurrent gradings may use: the cores shared out, at least one.
+
+    A smaller ``OMP_NUM_THREADS`` already set by the caller (a shared machine) is kept, never raised.
+    """
+    share = max(1, cores() // jobs)
+    try:
+        return max(1, min(share, int(os.environ.get("OMP_NUM_THREADS", share))))
+    except ValueError:
+        return share
+
+
+def _tree(process: psutil.Process) -> list[psutil.Process]:
+    """The process and all its descendants (a kernel runs in a session of its own but is still one)."""
+    try:
+        return [process] + process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _rss_mb(procs: list[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total / 2**20
+
+
+def _kill(procs: list[psutil.Process]) -> None:
+    """Kill every process of a grading (children first, so none is left orphaned and running)."""
+    for p in reversed(procs):
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def grade_one(submission: Path, autograder_zip: Path, out_dir: Path, expected: list[str],
+              timeout: float = GRADE_TIMEOUT_S, threads: int | None = None) -> Graded:
+    """Grade one submitted notebook with ``otter run`` in its own process and working folder ``out_dir``.
+
+    Otter's results.json and the run's log are kept in ``out_dir``; ``threads`` (if given) caps the
+    kernel's OpenMP/MKL/OpenBLAS threads. Past ``timeout`` seconds the run and every process it started
+    are killed and the result says so.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("results.json", "otter_run.log"):
+        (out_dir / stale).unlink(missing_ok=True)
+    scratch = out_dir / "tmp"     # otter run unpacks the autograder and runs the notebook under $TMPDIR
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    env = {**_env(), "TMPDIR": str(scratch)}
+    if threads is not None:
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
+    log_path = out_dir / "otter_run.log"
+    start = time.perf_counter()
+    peak = 0.0
+    with log_path.open("w") as log:
+        run = subprocess.Popen([_otter(), "run", "--no-logo", "-a", str(autograder_zip.resolve()), "-o",
+                                str(out_dir.resolve()), str(submission.resolve())],
+                               cwd=out_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        root = psutil.Process(run.pid)
+        while True:
+            try:
+                run.wait(timeout=SAMPLE_S)
+                break
+            except subprocess.TimeoutExpired:
+                procs = _tree(root)
+                peak = max(peak, _rss_mb(procs))
+                if time.perf_counter() - start > timeout:
+                    _kill(procs)
+                    run.wait()
+                    shutil.rmtree(scratch, ignore_errors=True)
+                    return Graded(error=f"timed out: still running after {timeout:g} s, stopped and not graded "
+                                        f"(a cell that never ends?); see {log_path}, or regrade with a larger "
+                                        "GRADE_TIMEOUT", seconds=time.perf_counter() - start,
+                                  peak_rss_mb=peak, timed_out=True)
     seconds = time.perf_counter() - start
-    (out_dir / "otter_run.log").write_text(run.stdout + run.stderr)
+    shutil.rmtree(scratch, ignore_errors=True)
     results = out_dir / "results.json"
     if run.returncode != 0 or not results.exists():
-        return Graded(error=f"otter run failed (exit {run.returncode}); see {out_dir / 'otter_run.log'}", seconds=seconds)
+        return Graded(error=f"otter run failed (exit {run.returncode}); see {log_path}", seconds=seconds,
+                      peak_rss_mb=peak)
     tests = json.loads(results.read_text()).get("tests", [])
     failed = [t["name"] for t in tests if t.get("name", "").startswith("Autograder")]
     scores = {t["name"]: float(t["score"]) for t in tests if t.get("name") in expected}
@@ -160,7 +257,7 @@ def grade_one(submission: Path, autograder_zip: Path, out_dir: Path, expected: l
     error = None
     if failed or missing:
         error = f"{' and '.join(failed) or 'no score for ' + ', '.join(missing)}; see {results}"
-    return Graded(scores=scores, error=error, seconds=seconds)
+    return Graded(scores=scores, error=error, seconds=seconds, peak_rss_mb=peak)
 
 
 def _students(submissions: Path, notebooks: set[str]) -> list[Path]:
@@ -179,25 +276,44 @@ def _students(submissions: Path, notebooks: set[str]) -> list[Path]:
 
 
 def grade(submissions: Path, autograder: Path = BUILD / "autograder", out_csv: Path = BUILD / "grades.csv",
-          work: Path = BUILD / "grading") -> list[dict]:
-    """Grade every student's notebooks and write the grade sheet: one row per student."""
+          work: Path = BUILD / "grading", jobs: int = 1, timeout: float = GRADE_TIMEOUT_S) -> list[dict]:
+    """Grade every student's notebooks, ``jobs`` at a time, and write the grade sheet: one row per student."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise SystemExit(f"JOBS={jobs!r}: the number of notebooks graded at a time must be a whole number >= 1 "
+                         f"(e.g. JOBS={cores()}, one per core)")
+    if not timeout > 0:
+        raise SystemExit(f"GRADE_TIMEOUT={timeout!r}: the seconds allowed per graded notebook must be > 0 "
+                         f"(default {GRADE_TIMEOUT_S})")
     qs = load_questions(autograder)
     notebooks = list(dict.fromkeys(q.notebook for q in qs))
     students = _students(submissions, set(notebooks))
+    code_qs = {nb: [q.name for q in qs if q.notebook == nb and not q.manual] for nb in notebooks}
+    todo = [(student, nb) for student in students for nb in notebooks if (student / f"{nb}.ipynb").exists()]
+    threads = threads_per_job(jobs)
+    results: dict[tuple[Path, str], Graded] = {}
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool, \
+            tqdm(total=len(todo), desc=f"grading ({jobs} at a time)", unit="notebook") as bar:
+        # Each thread only waits on its own `otter run` process: the grading itself runs outside Python's GIL.
+        futures = {pool.submit(grade_one, student / f"{nb}.ipynb", autograder / f"{nb}.zip",
+                               work / student.name / nb, code_qs[nb], timeout, threads): (student, nb)
+                   for student, nb in todo}
+        for future in concurrent.futures.as_completed(futures):
+            student, nb = futures[future]
+            result = results[student, nb] = future.result()
+            bar.write(f"{student.name}/{nb}.ipynb: {sum(result.scores.values()):g} points in {result.seconds:.0f} s, "
+                      f"peak {result.peak_rss_mb:.0f} MB" + (f" ({result.error})" if result.error else ""))
+            bar.update()
     rows = []
     for student in students:
         row: dict = {"student": student.name}
         notes = []
         for nb in notebooks:
-            code_qs = [q.name for q in qs if q.notebook == nb and not q.manual]
-            path = student / f"{nb}.ipynb"
-            if not path.exists():
+            if (student, nb) not in results:
                 notes.append(f"{nb}.ipynb missing (scored 0)")
-                row.update({q: 0.0 for q in code_qs})
+                row.update({q: 0.0 for q in code_qs[nb]})
                 continue
-            result = grade_one(path, autograder / f"{nb}.zip", work / student.name / nb, code_qs)
-            print(f"{student.name}/{nb}.ipynb: {sum(result.scores.values()):g} points in {result.seconds:.0f} s"
-                  + (f" ({result.error})" if result.error else ""))
+            result = results[student, nb]
             row.update(result.scores)
             if result.error:
                 notes.append(f"{nb}: {result.error}")
@@ -219,7 +335,36 @@ def grade(submissions: Path, autograder: Path = BUILD / "autograder", out_csv: P
     manual = sum(q.points for q in qs if q.manual)
     print(f"wrote {out_csv}: {len(rows)} students; 'total' is out of {auto:g} automatic points; the "
           f"{sum(q.manual for q in qs)} hand-graded questions ({manual:g} points) are blank columns to fill in")
+    if results:
+        elapsed = time.perf_counter() - start
+        timed_out = sum(r.timed_out for r in results.values())
+        print(f"graded {len(results)} notebooks in {elapsed:.0f} s with {jobs} at a time "
+              f"({3600 * len(results) / elapsed:.0f} per hour); the largest peak memory of one grading was "
+              f"{max(r.peak_rss_mb for r in results.values()):.0f} MB"
+              + (f"; {timed_out} timed out (see notes)" if timed_out else ""))
     return rows
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"JOBS={text!r}: give the number of notebooks to grade at a time, "
+                                         f"a whole number >= 1 (e.g. {cores()}, one per core)")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"GRADE_TIMEOUT={text!r}: give the seconds one notebook may take, a number "
+                                         f"> 0 (default {GRADE_TIMEOUT_S})")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -233,13 +378,17 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--autograder", type=Path, default=BUILD / "autograder")
     g.add_argument("--out", type=Path, default=BUILD / "grades.csv")
     g.add_argument("--work", type=Path, default=BUILD / "grading", help="where otter's results.json files go")
+    g.add_argument("--jobs", type=_positive_int, default=1,
+                   help=f"notebooks graded at a time (default 1; this machine has {cores()} cores)")
+    g.add_argument("--timeout", type=_positive_seconds, default=GRADE_TIMEOUT_S,
+                   help="seconds one notebook may take before it is stopped and noted (default %(default)s)")
     q = sub.add_parser("questions", help="list the questions of master notebooks")
     q.add_argument("masters", nargs="+", type=Path)
     args = parser.parse_args(argv)
     if args.command == "assign":
         assign(args.masters or sorted((ROOT / "notebooks").glob("*.ipynb")), args.build)
     elif args.command == "grade":
-        grade(args.submissions, args.autograder, args.out, args.work)
+        grade(args.submissions, args.autograder, args.out, args.work, args.jobs, args.timeout)
     else:
         for master in args.masters:
             for question in questions(master):

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..graph.types import DFC, ChannelGraph
-from ..pruning.global_pruning import removal_order
+from ..layers import is_batchnorm
+from ..measure.counts import count_flops, count_parameters
 from ..scoring.base import ChannelScores
-from ..surgery.handlers import is_batchnorm
 from ..surgery.prune import prune
-from .counts import count_flops, count_parameters
+from .global_pruning import removal_order
 
 
 @dataclass(frozen=True)
