@@ -54,13 +54,6 @@ hub: setup $(HUB_STAMP) $(HUB_PROXY)
 
 # Chromium as for make test-browser (site.mk installs it as root when missing).
 test-hub: data $(BROWSER_STAMP) $(HUB_STAMP) $(HUB_PROXY)
-	@if [ -z "$(CHROMIUM)" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else \
-	    echo "make test-hub needs Chromium: apt-get install chromium (as root), or CHROMIUM=/path/to/it"; exit 1; \
-	  fi; \
-	fi
+	@$(call ensure-chromium,test-hub)
 	CHROMIUM="$(or $(CHROMIUM),$$(command -v chromium))" OMP_NUM_THREADS=1 HUB_PROXY="$(CURDIR)/$(HUB_PROXY)" \
 	  $(PY) -m pytest -p no:cacheprovider tests_browser/test_hub.py $(PYTEST_ARGS)

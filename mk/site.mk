@@ -58,14 +58,18 @@ wheelhouse: install
 	@rm -f $(WHEELHOUSE)/pruning_course-*
 	@echo "$(WHEELHOUSE)/: $$(ls $(WHEELHOUSE) | wc -l) files, $$(du -sh $(WHEELHOUSE) | cut -f1)"
 
-test-browser: data html $(BROWSER_STAMP)
-	@if [ -z "$(CHROMIUM)" ]; then \
+# $(call ensure-chromium,TARGET): install Debian's chromium (as root) unless CHROMIUM names one; shared by
+# test-browser and test-hub (hub.mk).
+ensure-chromium = if [ -z "$(CHROMIUM)" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian's chromium"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else \
-	    echo "make test-browser needs Chromium: apt-get install chromium (as root), or CHROMIUM=/path/to/it"; exit 1; \
+	    echo "make $(1) needs Chromium: apt-get install chromium (as root), or CHROMIUM=/path/to/it"; exit 1; \
 	  fi; \
 	fi
+
+test-browser: data html $(BROWSER_STAMP)
+	@$(call ensure-chromium,test-browser)
 	CHROMIUM="$(or $(CHROMIUM),$$(command -v chromium))" OMP_NUM_THREADS=1 \
 	  $(PY) -m pytest -p no:cacheprovider tests_browser $(PYTEST_ARGS)
