@@ -1,6 +1,6 @@
 """``python -m pruning_lib.data`` (console script ``pruning-course-data``): prepare the course's
-CIFAR-10 cache. The code lives in :mod:`pruning_lib.course.data`."""
-from .course.data import main
+CIFAR-10 cache. The code lives in :mod:`pruning_lib.course.data` (its command line: :mod:`pruning_lib.course.data.cli`)."""
+from .course.data.cli import main
 
 __all__ = ["main"]
 

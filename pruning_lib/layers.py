@@ -13,16 +13,20 @@ the library a new layer type, write a :class:`LayerHandler` and :func:`register_
 """
 from __future__ import annotations
 
+import math
 import operator
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Roles a layer plays in the channel graph.
 PRODUCER = "producer"           # reads channels and creates new ones (conv, linear)
 CHANNELWISE = "channelwise"     # channel k in -> channel k out (BatchNorm, depthwise conv)
 GROUPED = "grouped"             # input group j -> output group j (a grouped conv)
+NORMALISING = "normalising"     # normalises its channels together (LayerNorm): no exact removal
+ATTENTION = "attention"         # reads and writes channels like a Linear, and has heads as a unit
 
 
 def _keep(n: int, drop: set[int], device) -> torch.Tensor:
@@ -53,6 +57,7 @@ class LayerHandler:
     kind: str = ""
     role: str = ""
     spatial: bool = False                    # reads (N, C, H, W) maps: refuses a flattened input
+    axis: int = 1                            # the tensor axis of its channels (-1: the last, a Linear)
     tensors: tuple[str, ...] = ("weight", "bias")   # what :meth:`shrink` replaces
 
     def sizes(self, m: nn.Module) -> tuple[int, int]:
@@ -168,8 +173,9 @@ class DepthwiseConvHandler(GroupedConvHandler):
 
 
 class LinearHandler(LayerHandler):
-    """A ``Linear`` layer: output feature k and input feature k can go independently."""
-    kind, role = "linear", PRODUCER
+    """A ``Linear`` layer: output feature k and input feature k can go independently. It acts on the
+    last axis, so it reads (N, C) features, tokens (N, L, C) and channels-last maps (N, H, W, C)."""
+    kind, role, axis = "linear", PRODUCER, -1
 
     def sizes(self, m):
         return m.in_features, m.out_features
@@ -235,6 +241,244 @@ class BatchNormHandler(LayerHandler):
             m.running_var = _fresh((n,), m.running_var, param=False).fill_(1)
 
 
+class LayerNormHandler(LayerHandler):
+    """A ``LayerNorm`` over the channels (the last axis, ``normalized_shape`` of one entry): it
+    normalises them together, so removing channel k changes the mean and variance the others are
+    divided by. Discovery refuses its channels unless asked for an inexact prune; then entry k of
+    its affine parameters goes with the channel."""
+    kind, role, axis = "layernorm", NORMALISING, -1
+
+    def sizes(self, m):
+        n = m.normalized_shape[-1]
+        return n, n
+
+    def shrink(self, m, out_drop, in_drop):
+        if len(m.normalized_shape) != 1:
+            raise PruningError(f"a LayerNorm over {tuple(m.normalized_shape)} (several axes) cannot lose channels")
+        keep = _keep(m.normalized_shape[0], out_drop, m.weight.device if m.weight is not None else "cpu")
+        if m.weight is not None:
+            m.weight = _param(m.weight.data.index_select(0, keep), m.weight)
+        if getattr(m, "bias", None) is not None:
+            m.bias = _param(m.bias.data.index_select(0, keep), m.bias)
+        m.normalized_shape = (len(keep),)
+
+    def parameters_after(self, m, n_out, n_in):
+        return sum(p.numel() for p in m.parameters(recurse=False)) - n_out * len(list(m.parameters(recurse=False)))
+
+    def resize(self, m, state, prefix):
+        w = state.get(prefix + "weight")
+        if w is None or tuple(w.shape) == tuple(m.normalized_shape):
+            return
+        m.normalized_shape = tuple(w.shape)
+        m.weight = _fresh(w.shape, m.weight)
+        if getattr(m, "bias", None) is not None:
+            m.bias = _fresh(w.shape, m.bias)
+
+
+class HeadPrunedMultiheadAttention(nn.MultiheadAttention):
+    """An ``nn.MultiheadAttention`` after surgery: ``num_heads`` heads of the kept ``head_dim``, so its
+    q, k, v projections map the (possibly narrower) input to ``num_heads * head_dim`` features and
+    ``out_proj`` maps those back (``nn.MultiheadAttention`` itself needs num_heads * head_dim =
+    embed_dim). The same call signature and results as the original minus the removed heads."""
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        h, d = self.num_heads, self.head_dim
+        w = self.in_proj_weight.chunk(3)
+        b = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+        q, k, v = (F.linear(t, w[i], b[i]).unflatten(-1, (h, d)).transpose(1, 2)
+                   for i, t in enumerate((query, key, value)))
+        bias = None                                     # the masks as one additive bias
+        for mask in (attn_mask, None if key_padding_mask is None else key_padding_mask[:, None, None, :]):
+            if mask is None:
+                continue
+            if attn_mask is mask and mask.dim() != 2:
+                raise ValueError("a pruned attention takes a 2-D attn_mask (one for every head), got shape "
+                                 f"{tuple(mask.shape)}: per-head masks would name heads that were removed")
+            add = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(mask, float("-inf")) \
+                if mask.dtype == torch.bool else mask.to(q.dtype)
+            bias = add if bias is None else bias + add
+        p = self.dropout if self.training else 0.0
+        if not need_weights:
+            attn = None
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p,
+                                                 is_causal=is_causal and bias is None)
+        else:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+            if bias is None and is_causal:
+                bias = torch.zeros(scores.shape[-2:], dtype=q.dtype, device=q.device).masked_fill(
+                    torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+            attn = F.dropout((scores if bias is None else scores + bias).softmax(-1), p, self.training)
+            ctx = attn @ v
+        out = self.out_proj(ctx.transpose(1, 2).flatten(2))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        weights = (attn.mean(1) if average_attn_weights else attn) if need_weights else None
+        return out, weights
+
+
+
+def _head_l1(qkv_weight: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
+    """The L1 norm of each head's q, k and v rows of a packed (3 * heads * head_dim, C) weight."""
+    return qkv_weight.detach().abs().to("cpu", torch.float64).view(3, heads, head_dim, -1).sum((0, 2, 3))
+
+
+def _head_cols(heads, head_dim: int) -> list[int]:
+    """The input columns of the output projection that read ``heads``."""
+    return [j * head_dim + t for j in heads for t in range(head_dim)]
+
+class MultiheadAttentionHandler(LayerHandler):
+    """An ``nn.MultiheadAttention`` (packed q, k, v: kdim = vdim = embed_dim, no bias_k/v, no zero
+    attention) in self-attention: like a Linear it reads its input channels (columns of in_proj)
+    and writes its output channels (rows of out_proj); its heads are a pruning unit of their own:
+    head j is rows [j*d, (j+1)*d) of q, k and v and the same columns of out_proj (the head
+    dimension d is kept). After a cut it becomes a :class:`HeadPrunedMultiheadAttention`."""
+    kind, role, axis = "attention", ATTENTION, -1
+    tensors = ("in_proj_weight", "in_proj_bias")
+    owns_children = True                   # out_proj is shrunk (and counted) with the attention
+
+    def unsupported(self, m) -> str:
+        """Why this attention's channels and heads cannot be cut ('' when they can)."""
+        if not m._qkv_same_embed_dim:
+            return "separate kdim/vdim projections"
+        if m.bias_k is not None or m.add_zero_attn:
+            return "add_bias_kv / add_zero_attn"
+        return ""
+
+    def heads(self, m) -> int:
+        return m.num_heads
+
+    def sizes(self, m):
+        return m.in_proj_weight.shape[1], m.out_proj.out_features
+
+    def out_weight(self, m) -> torch.Tensor:
+        """The weight whose rows are the output channels (for the L1 criterion)."""
+        return m.out_proj.weight
+
+    def head_weights(self, m) -> torch.Tensor:
+        """|q, k, v rows| summed per head: shape (num_heads,), the heads' L1 norms."""
+        return _head_l1(m.in_proj_weight, m.num_heads, m.head_dim)
+
+    def head_columns(self, m, heads) -> tuple[torch.Tensor, list[int]]:
+        """The weight reading the heads (out_proj) and its columns holding ``heads``."""
+        return m.out_proj.weight, _head_cols(heads, m.head_dim)
+
+    def shrink(self, m, out_drop, in_drop, heads=frozenset()):
+        n, d = m.num_heads, m.head_dim
+        kept = [j for j in range(n) if j not in heads]
+        dev = m.in_proj_weight.device
+        rows = torch.tensor([i * n * d + j * d + t for i in range(3) for j in kept for t in range(d)],
+                            dtype=torch.long, device=dev)
+        cols = rows[:len(kept) * d]
+        keep_in = _keep(m.in_proj_weight.shape[1], in_drop, dev)
+        keep_out = _keep(m.out_proj.out_features, out_drop, dev)
+        m.in_proj_weight = _param(m.in_proj_weight.data.index_select(0, rows).index_select(1, keep_in),
+                                  m.in_proj_weight)
+        if m.in_proj_bias is not None:
+            m.in_proj_bias = _param(m.in_proj_bias.data.index_select(0, rows), m.in_proj_bias)
+        o = m.out_proj
+        o.weight = _param(o.weight.data.index_select(0, keep_out).index_select(1, cols), o.weight)
+        if o.bias is not None:
+            o.bias = _param(o.bias.data.index_select(0, keep_out), o.bias)
+        o.out_features, o.in_features = len(keep_out), len(kept) * d
+        m.num_heads, m.embed_dim = len(kept), len(keep_in)
+        m.kdim = m.vdim = len(keep_in)
+        if type(m) is nn.MultiheadAttention:
+            m.__class__ = HeadPrunedMultiheadAttention
+
+    def parameters_after(self, m, n_out, n_in, n_heads=0):
+        e_in, e_out = self.sizes(m)
+        inner = (m.num_heads - n_heads) * m.head_dim
+        bias = m.in_proj_bias is not None
+        return (3 * inner * (e_in - n_in) + (3 * inner if bias else 0)
+                + (e_out - n_out) * inner + ((e_out - n_out) if m.out_proj.bias is not None else 0))
+
+    def resize(self, m, state, prefix):
+        w = state.get(prefix + "in_proj_weight")
+        wo = state.get(prefix + "out_proj.weight")
+        if w is None or wo is None or (w.shape == m.in_proj_weight.shape and wo.shape == m.out_proj.weight.shape):
+            return
+        inner, e_in = w.shape[0] // 3, w.shape[1]
+        m.num_heads, m.embed_dim, m.kdim, m.vdim = inner // m.head_dim, e_in, e_in, e_in
+        m.in_proj_weight = _fresh(w.shape, m.in_proj_weight)
+        if m.in_proj_bias is not None:
+            m.in_proj_bias = _fresh((w.shape[0],), m.in_proj_bias)
+        o = m.out_proj
+        o.out_features, o.in_features = wo.shape
+        o.weight = _fresh(wo.shape, o.weight)
+        if o.bias is not None:
+            o.bias = _fresh((wo.shape[0],), o.bias)
+        if type(m) is nn.MultiheadAttention:
+            m.__class__ = HeadPrunedMultiheadAttention
+
+
+class _RelativeAttentionHandler(LayerHandler):
+    """torchvision's MaxViT ``RelativePositionalMultiHeadAttention`` (x: (B, G, P, D)): it reads its
+    input channels (columns of ``to_qkv``), writes its output channels (rows of ``merge``), and its
+    heads are a unit: head j is rows [j*d, (j+1)*d) of q, k and v in ``to_qkv``, the same columns of
+    ``merge`` and column j of ``relative_position_bias_table``. After a cut its forward is
+    :class:`HeadPrunedRelativeAttention`'s (the original reshapes to the input width D)."""
+    kind, role, axis = "attention", ATTENTION, -1
+    tensors = ()
+    owns_children = True
+
+    def unsupported(self, m) -> str:
+        return ""
+
+    def heads(self, m) -> int:
+        return m.n_heads
+
+    def sizes(self, m):
+        return m.to_qkv.in_features, m.merge.out_features
+
+    def out_weight(self, m) -> torch.Tensor:
+        return m.merge.weight
+
+    def head_weights(self, m) -> torch.Tensor:
+        return _head_l1(m.to_qkv.weight, m.n_heads, m.head_dim)
+
+    def head_columns(self, m, heads) -> tuple[torch.Tensor, list[int]]:
+        return m.merge.weight, _head_cols(heads, m.head_dim)
+
+    def shrink(self, m, out_drop, in_drop, heads=frozenset()):
+        n, d = m.n_heads, m.head_dim
+        kept = [j for j in range(n) if j not in heads]
+        rows = {i * n * d + j * d + t for i in range(3) for j in range(n) for t in range(d)} - \
+            {i * n * d + j * d + t for i in range(3) for j in kept for t in range(d)}
+        _LINEAR.shrink(m.to_qkv, rows, in_drop)
+        _LINEAR.shrink(m.merge, out_drop, {j * d + t for j in heads for t in range(d)})
+        table = m.relative_position_bias_table
+        m.relative_position_bias_table = _param(table.data.index_select(1, _keep(n, set(heads), table.device)), table)
+        m.n_heads = len(kept)
+        if type(m).__name__ == "RelativePositionalMultiHeadAttention":
+            m.__class__ = _head_pruned_relative_attention()
+
+    def parameters_after(self, m, n_out, n_in, n_heads=0):
+        inner = (m.n_heads - n_heads) * m.head_dim
+        e_in, e_out = self.sizes(m)
+        return (3 * inner * (e_in - n_in) + 3 * inner + (e_out - n_out) * inner + (e_out - n_out)
+                + m.relative_position_bias_table.shape[0] * (m.n_heads - n_heads))
+
+    def resize(self, m, state, prefix):
+        w = state.get(prefix + "to_qkv.weight")
+        if w is None or w.shape == m.to_qkv.weight.shape and state[prefix + "merge.weight"].shape == m.merge.weight.shape:
+            return
+        _LINEAR.resize(m.to_qkv, state, prefix + "to_qkv.")
+        _LINEAR.resize(m.merge, state, prefix + "merge.")
+        t = state[prefix + "relative_position_bias_table"]
+        m.relative_position_bias_table = _fresh(t.shape, m.relative_position_bias_table)
+        m.n_heads = t.shape[1]
+        if type(m).__name__ == "RelativePositionalMultiHeadAttention":
+            m.__class__ = _head_pruned_relative_attention()
+
+
+def _head_pruned_relative_attention() -> type:
+    """HeadPrunedRelativeAttention (made when torchvision is importable, see _register_torchvision)."""
+    return globals()["HeadPrunedRelativeAttention"]
+
+
 def _conv_handler(m: nn.Conv2d) -> LayerHandler:
     """A depthwise conv pruned to one channel has groups = 1 and is then read as an ordinary 1 -> 1
     conv, a DFC of its own: the two cannot be told apart. Either way that channel stays, since a
@@ -247,13 +491,49 @@ def _conv_handler(m: nn.Conv2d) -> LayerHandler:
 
 
 _CONV, _GROUPED_CONV, _DEPTHWISE = ConvHandler(), GroupedConvHandler(), DepthwiseConvHandler()
-_BUILTIN = (ConvHandler, GroupedConvHandler, DepthwiseConvHandler, LinearHandler, BatchNormHandler)
-_USER_TYPES: set[type] = set()          # registered layer types outside torch.nn (traced as leaves)
+_BUILTIN = (ConvHandler, GroupedConvHandler, DepthwiseConvHandler, LinearHandler, BatchNormHandler,
+            LayerNormHandler, MultiheadAttentionHandler)
+# registered layer types outside torch.nn (traced as leaves), and this module's own layer types
+_USER_TYPES: set[type] = {HeadPrunedMultiheadAttention}
 _REGISTRY: dict[type, Callable[[nn.Module], LayerHandler]] = {
     nn.Conv2d: _conv_handler,
     nn.Linear: lambda m, h=LinearHandler(): h,
     nn.modules.batchnorm._BatchNorm: lambda m, h=BatchNormHandler(): h,
+    nn.LayerNorm: lambda m, h=LayerNormHandler(): h,
+    nn.MultiheadAttention: lambda m, h=MultiheadAttentionHandler(): h,
 }
+
+
+_LINEAR = LinearHandler()
+
+
+def _register_torchvision() -> None:
+    """torchvision's attention blocks with heads as a unit (traced as leaves, like any registered type)."""
+    try:
+        from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return
+    class HeadPrunedRelativeAttention(RelativePositionalMultiHeadAttention):
+        """torchvision's RelativePositionalMultiHeadAttention after surgery: its forward reshapes to
+        ``n_heads * head_dim`` (the original reshapes to the input width, equal only before a cut)."""
+
+        def forward(self, x):
+            b, g, p, _ = x.shape
+            h, dh = self.n_heads, self.head_dim
+            q, k, v = (t.reshape(b, g, p, h, dh).permute(0, 1, 3, 2, 4)
+                       for t in torch.chunk(self.to_qkv(x), 3, dim=-1))
+            k = k * self.scale_factor
+            dot = F.softmax(q @ k.transpose(-2, -1) + self.get_relative_positional_bias(), dim=-1)
+            return self.merge((dot @ v).permute(0, 1, 3, 2, 4).reshape(b, g, p, h * dh))
+
+    HeadPrunedRelativeAttention.__module__ = __name__          # picklable as pruning_lib.layers.<name>
+    HeadPrunedRelativeAttention.__qualname__ = "HeadPrunedRelativeAttention"
+    globals()["HeadPrunedRelativeAttention"] = HeadPrunedRelativeAttention
+    register_handler(RelativePositionalMultiHeadAttention, _RelativeAttentionHandler())
+    _BUILTIN_EXTRA.add(_RelativeAttentionHandler)
+
+
+_BUILTIN_EXTRA: set[type] = set()
 
 
 def register_handler(layer_type: type, handler: LayerHandler | Callable[[nn.Module], LayerHandler]) -> None:
@@ -285,11 +565,12 @@ def is_user_type(m: nn.Module) -> bool:
 
 def is_builtin(h: LayerHandler) -> bool:
     """Whether ``h`` is one of this module's handlers (known to replace, never mutate, tensors)."""
-    return type(h) in _BUILTIN
+    return type(h) in _BUILTIN or type(h) in _BUILTIN_EXTRA
 
 
 def kind_of(m: nn.Module) -> str | None:
-    """``"conv"``, ``"grouped_conv"``, ``"depthwise_conv"``, ``"linear"``, ``"batchnorm"`` or None."""
+    """``"conv"``, ``"grouped_conv"``, ``"depthwise_conv"``, ``"linear"``, ``"batchnorm"``, ``"layernorm"``
+    or None."""
     h = handler_for(m)
     return h.kind if h is not None else None
 
@@ -304,6 +585,17 @@ def is_batchnorm(m: nn.Module) -> bool:
     return kind_of(m) == "batchnorm"
 
 
+def slice_tensor(owner: nn.Module, name: str, axis: int, drop: set[int]) -> None:
+    """Delete indices ``drop`` along ``axis`` of ``owner``'s own parameter or buffer ``name`` (a layer
+    scale, a token), replacing it by a new tensor with the same requires_grad."""
+    t = getattr(owner, name)
+    keep = _keep(t.shape[axis], drop, t.device)
+    if name in owner._parameters:
+        owner._parameters[name] = _param(t.data.index_select(axis, keep), t)
+    else:
+        owner._buffers[name] = t.index_select(axis, keep)
+
+
 def index(x, what: str) -> int:
     """``x`` as a plain int: ints, NumPy integers and one-element integer tensors; not bools,
     floats or strings (``int()`` would silently turn 1.7 into 1 and '3' into 3)."""
@@ -316,5 +608,8 @@ def index(x, what: str) -> int:
 
 
 __all__ = ["LayerHandler", "ConvHandler", "GroupedConvHandler", "DepthwiseConvHandler", "LinearHandler",
-           "BatchNormHandler", "PruningError", "register_handler", "handler_for", "kind_of", "is_weighted",
+           "BatchNormHandler", "LayerNormHandler", "MultiheadAttentionHandler", "HeadPrunedMultiheadAttention",
+           "NORMALISING", "ATTENTION", "slice_tensor", "PruningError", "register_handler", "handler_for", "kind_of", "is_weighted",
            "is_batchnorm", "is_user_type", "is_builtin", "PRODUCER", "CHANNELWISE", "GROUPED"]
+
+_register_torchvision()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -199,6 +199,24 @@ def first_input(data: DataSource) -> torch.Tensor:
     raise DataSourceError("the data source yielded no batch")
 
 
+def input_shape_for(input_shape: Sequence[int] | None, data: DataSource | None, verb: str,
+                    batch: int = 1) -> tuple[int, ...]:
+    """``input_shape`` as a tuple, else one example of ``data``'s first batch as ``(batch, C, H, W)``:
+    a model's input shape is never assumed (no dataset's shape is a default)."""
+    if input_shape is not None:
+        shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
+        if not shape or len(shape) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                                  for s in shape):
+            raise ValueError(f"{verb}: input_shape={input_shape!r} is not a shape; give (N, C, H, W) as positive "
+                             "ints, e.g. (1, 3, 32, 32) for CIFAR-10 or (1, 3, 224, 224) for ImageNet")
+        return shape
+    if data is not None:
+        return (batch,) + tuple(first_input(resolve(data)).shape[1:])
+    other = "" if "input_shape)" in verb else ", or data= to read it from, or graph=discover(model, input_shape)"
+    raise TypeError(f"{verb} needs the model's input shape: give input_shape=(N, C, H, W) (e.g. (1, 3, 32, 32) for "
+                    f"CIFAR-10, (1, 3, 224, 224) for ImageNet){other}; no dataset's shape is assumed")
+
+
 def batch_count(data: DataSource, batch_size: int) -> int | None:
     """How many batches ``data`` gives (None when unknown), for progress bars."""
     data = resolve(data)
@@ -211,4 +229,5 @@ def batch_count(data: DataSource, batch_size: int) -> int | None:
 
 
 __all__ = ["DataSource", "Evaluator", "DataSourceError", "iter_batches", "num_classes", "observed",
-           "source_name", "per_class_subset", "check_iterable", "required", "check_decides", "is_split", "resolve", "first_input", "batch_count"]
+           "source_name", "per_class_subset", "check_iterable", "required", "check_decides", "is_split", "resolve", "first_input", "batch_count",
+           "input_shape_for"]

@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     model, meta = load_checkpoint(default_data_dir() / "checkpoints" / f"{a.model}.pt")
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     costs = dfc_costs(model, graph)
     by_index = {d.index: d for d in graph.dfcs}
     profiles = {c: asdict(order_profile(get_criterion(c)(model, graph), graph, costs, a.head)) for c in CRITERIA}
@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
         plan = {by_index[c.index]: list(range(max(1, round(a.fraction * c.channels)))) for c in group}
         models[place] = prune(model, graph, plan)
         saved[place] = {"dfcs": len(group), "channels_removed": sum(len(v) for v in plan.values()),
-                        "flops_saved": count_flops(model) - count_flops(models[place])}
+                        "flops_saved": count_flops(model, graph.input_shape) - count_flops(models[place], graph.input_shape)}
     lat = compare_latency(models, (a.batch, 3, 32, 32), repeats=a.repeats, threads=a.threads)
     sp = speedups(lat, "unpruned")
     base_ms = lat["unpruned"].median_ms
@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
                             ms_saved=round(ms_saved, 3),
                             ms_saved_per_gflop=round(ms_saved / (saved[place]["flops_saved"] * a.batch / 1e9), 3))
     result = {"model": a.model, "recipe": meta.get("recipe", {}).get("name", "course"),
-              "test_accuracy": meta.get("test_accuracy"), "flops": count_flops(model),
+              "test_accuracy": meta.get("test_accuracy"), "flops": count_flops(model, graph.input_shape),
               "bn_gamma": asdict(gamma_summary(model)),
               "costs": [dict(asdict(c), where=c.where) for c in costs], "order": profiles,
               "removal_by_place": saved, "unpruned_latency_ms": base_ms, "settings": vars(a),

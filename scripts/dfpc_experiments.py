@@ -21,7 +21,7 @@ import torch
 
 from pruning_lib.course.checkpoints import load_checkpoint
 from pruning_lib.course.data import CIFAR10Split, default_data_dir, load_split
-from pruning_lib.pruning.global_pruning import GlobalPruningResult, PruningTarget, global_prune
+from pruning_lib.pruning import GlobalPruningResult, Target, global_prune
 from pruning_lib.measure import compare_latency, speedups
 from pruning_lib.course.training import evaluate, fine_tune
 
@@ -74,9 +74,10 @@ def prune_curve(model: torch.nn.Module, label: str, a: argparse.Namespace, test:
     accuracy (so there is no accuracy stop) and ``max_steps`` cuts the run short: a cheap rerun of
     a stored curve's first steps (``tests/test_stored_results.py``)."""
     crit, coupled = METHODS[label]
-    target = PruningTarget(accuracy_drop=a.stop_drop if test is not None else None, channels=a.max_fraction)
-    return global_prune(model, crit, target, step_fraction=a.step_fraction, coupled=coupled, eval_split=test,
-                        name=a.model, align=a.align, max_steps=max_steps, progress=progress)
+    target = Target(accuracy_drop=a.stop_drop if test is not None else None, channels=a.max_fraction)
+    return global_prune(model, target, criterion=crit, evaluate=test, input_shape=(1, 3, 32, 32),
+                        step_fraction=a.step_fraction, coupled=coupled, name=a.model, align=a.align,
+                        max_steps=max_steps, progress=progress)
 
 
 def main(argv=None) -> dict:

@@ -157,7 +157,7 @@ def experiments(arch: str, a: argparse.Namespace, deadline: float, out_dir: Path
         dest.write_text(json.dumps(result, indent=1))
         print(r.report.table(), flush=True)
     result["complete"] = len(result["methods"]) == len(a.methods.split(","))
-    result["flops_unpruned"] = count_flops(model.cpu())
+    result["flops_unpruned"] = count_flops(model.cpu(), (1, 3, 32, 32))
     dest.write_text(json.dumps(result, indent=1))
     return result
 

@@ -18,7 +18,7 @@ import torch
 
 from pruning_lib.course.checkpoints import load_checkpoint
 from pruning_lib.course.data import default_data_dir, load_split
-from pruning_lib.scoring.ldiff import LdiffResult, ldiff_experiment
+from pruning_lib.course.ldiff_experiment import LdiffResult, ldiff_experiment
 
 
 def parser() -> argparse.ArgumentParser:

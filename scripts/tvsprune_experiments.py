@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pruning_lib.pruning import tvsprune as T                     # noqa: E402
+import pruning_lib as pl                                           # noqa: E402
 from pruning_lib.course.checkpoints import load_checkpoint       # noqa: E402
 from pruning_lib.graph import discover                 # noqa: E402
 from pruning_lib.course.data import load_split                   # noqa: E402
@@ -80,19 +80,21 @@ def bn_cutout(meta: dict) -> int:
     return int((meta.get("recipe") or {}).get("cutout", 0) or 0)
 
 
-def iter_tvs(model: torch.nn.Module, dist, val, target: float, a: argparse.Namespace, **kw) -> T.IterResult:
+def iter_tvs(model: torch.nn.Module, dist, val, target: float, a: argparse.Namespace, **kw) -> pl.IterResult:
     """IterTVSPrune as :func:`main` runs it; ``kw`` (e.g. ``max_iterations``) shortens a rerun."""
-    return T.iter_tvs_prune(model, dist, val, target_sparsity=target, max_step=a.max_step, name=a.model, **kw)
+    return pl.iter_tvs_prune(model, pl.Target(parameters=target), data=dist, evaluate=val, max_step=a.max_step,
+                             name=a.model, **kw)
 
 
 def recalibrate(m: torch.nn.Module, dist, cutout: int, augment: bool = True, variance: bool = True) -> torch.nn.Module:
     """BN recalibration on ``dist`` as :func:`main` applies it (a copy; the model is not modified)."""
-    return T.bn_recalibrate(m, dist, augment=augment, cutout=cutout, variance=variance)
+    return pl.bn_recalibrate(m, data=dist, augment=augment, cutout=cutout, variance=variance)
 
 
-def baseline(model: torch.nn.Module, graph, criterion: str, target: float, seed: int = 0) -> T.OneShotResult:
+def baseline(model: torch.nn.Module, graph, criterion: str, target: float, seed: int = 0) -> pl.PruningResult:
     """The L1 or random baseline at ``target`` with TVSPrune's allocation rule (as :func:`main`)."""
-    return T.prune_to_sparsity(model, T.baseline_scores(model, graph, criterion, seed=seed), target)
+    scores = pl.l1_scores(model, graph) if criterion == "l1" else pl.random_scores(model, graph, seed=seed)
+    return pl.prune_to_sparsity(model, pl.Target(parameters=target), criterion=scores)
 
 
 def main(argv=None) -> dict:
@@ -105,9 +107,9 @@ def main(argv=None) -> dict:
     dist, val, test = (load_split(s, copy=meta.get("data_copy")) for s in ("dist", "val", "test"))
     cutout = bn_cutout(meta)
     base_test = evaluate(model, test)
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     targets = target_sparsities(a)
-    tvs_once = T.tvs_scores(model, graph, data=dist)
+    tvs_once = pl.tvs_scores(model, graph, data=dist)
 
     def recal(m, augment=True, variance=True):
         return recalibrate(m, dist, cutout, augment=augment, variance=variance)
@@ -129,7 +131,7 @@ def main(argv=None) -> dict:
                "iter_tvs_bn_plain": entry(recal(res.model, augment=False), res.sparsity),
                "iter_tvs_bn_mean": entry(recal(res.model, variance=False), res.sparsity),
                "report": res.report.to_dict()}
-        once = T.prune_to_sparsity(model, tvs_once, tgt)
+        once = pl.prune_to_sparsity(model, pl.Target(parameters=tgt), criterion=tvs_once)
         row["tvs_oneshot"] = entry(once.model, once.sparsity)
         l1 = baseline(model, graph, "l1", tgt)
         row["l1"] = entry(l1.model, l1.sparsity)

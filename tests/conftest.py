@@ -99,6 +99,6 @@ def write_image_folder(root, train: tuple, test: tuple, suffix: str = ".png") ->
 def small_splits(monkeypatch):
     """Make load_split's train/dist/val carve 5 + 5 images per class (synthetic sets are small)."""
     import functools
-    from pruning_lib.course import data as cdata
-    monkeypatch.setattr(cdata, "split_indices",
-                        functools.partial(cdata.split_indices, dist_per_class=5, val_per_class=5))
+    from pruning_lib.course.data import splits
+    monkeypatch.setattr(splits, "split_indices",
+                        functools.partial(splits.split_indices, dist_per_class=5, val_per_class=5))

@@ -20,7 +20,7 @@ LAYERS = [
     ("pruning",),                     # procedures: global pruning, TVSPrune, BN recalibration, targets
     ("repair",),                      # repairing a pruned model
     ("course",),                      # the course: CIFAR-10 data, models, training, checkpoints
-    ("data", "train", "exercises", "__init__"),   # entry points and the public facade
+    ("data", "train", "__init__"),   # entry points and the public facade
 ]
 LEVEL = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 

@@ -93,24 +93,32 @@ VERBS = {
     "random_scores": lambda m: pl.random_scores(m, graph_of(m)),
     "tvs_scores": lambda m: pl.tvs_scores(m, graph_of(m), data=data()),
     "collect_statistics": lambda m: pl.collect_statistics(m, data()),
-    "global_prune dfpc": lambda m: pl.global_prune(m, "dfpc", pl.Target(parameters=0.3, accuracy_drop=100),
+    "global_prune dfpc": lambda m: pl.global_prune(m, pl.Target(parameters=0.3, accuracy_drop=100), criterion="dfpc",
                                                    evaluate=data(), input_shape=S, progress=False, latency=True,
                                                    latency_repeats=1, step_fraction=0.2),
-    "global_prune tvs": lambda m: pl.global_prune(m, "tvs", pl.Target(parameters=0.3), data=data(), input_shape=S,
+    "global_prune tvs": lambda m: pl.global_prune(m, pl.Target(parameters=0.3), criterion="tvs", data=data(), input_shape=S,
                                                   progress=False, step_fraction=0.2),
-    "tvs_prune": lambda m: pl.tvs_prune(m, graph_of(m), data(), eps=0.5, input_shape=S),
-    "iter_tvs_prune": lambda m: pl.iter_tvs_prune(m, data(), data(), pl.Target(parameters=0.2, accuracy_drop=100),
+    "tvs_prune": lambda m: pl.tvs_prune(m, 0.5, data=data(), graph=graph_of(m), input_shape=S),
+    "iter_tvs_prune": lambda m: pl.iter_tvs_prune(m, pl.Target(parameters=0.2, accuracy_drop=100), data=data(), evaluate=data(),
                                                   input_shape=S, max_iterations=3),
-    "prune_to_sparsity": lambda m: pl.prune_to_sparsity(m, pl.l1_scores(m, graph_of(m)), 0.2),
+    "prune_to_sparsity": lambda m: pl.prune_to_sparsity(m, pl.Target(parameters=0.2), criterion=pl.l1_scores(m, graph_of(m))),
     "prune(inplace=False)": lambda m: pl.prune(m, graph_of(m), {0: [0, 1]}),
     "predicted_parameters": lambda m: pl.predicted_parameters(m, graph_of(m), {0: [0, 1]}),
     "channel_counts": lambda m: pl.channel_counts(m),
-    "bn_recalibrate(inplace=False)": lambda m: pl.bn_recalibrate(m, data()),
+    "bn_recalibrate(inplace=False)": lambda m: pl.bn_recalibrate(m, data=data()),
     "coupled_mac_share": lambda m: pl.coupled_mac_share(m, graph_of(m)),
     "coupled_time_share": lambda m: pl.coupled_time_share(m, graph_of(m), (2, 3, 16, 16), repeats=1, warmup=1,
                                                           method="hooks"),
     "dfc_costs": lambda m: dfc_costs(m, graph_of(m), S),
     "gamma_summary": lambda m: gamma_summary(m),
+    "hifi_scores": lambda m: pl.hifi_scores(m, graph_of(m), data=data()),
+    "prune_and_repair": lambda m: pl.prune_and_repair(m, pl.Target(channels=0.3), criterion="l1", data=data(),
+                                                      input_shape=S, step_fraction=0.3),
+    "repair_pruned": lambda m: (lambda g: pl.repair_pruned(m, g, {g.dfcs[0]: [0, 1]}, data()))(graph_of(m)),
+    "compensate": lambda m: (lambda g: pl.compensate(pl.prune(m, g, {g.dfcs[0]: [0, 1]}), m, g, {g.dfcs[0]: [0, 1]},
+                                                     data()))(graph_of(m)),
+    "synthesize_images": lambda m: pl.synthesize_images(m, 2, shape=S[1:], iterations=1, batch_size=2,
+                                                        progress=False),
 }
 
 
@@ -129,12 +137,13 @@ def test_every_public_verb_is_checked():
     takes_model = {"discover", "count_parameters", "count_flops", "evaluate", "measure_latency", "compare_latency",
                    "dfpc_scores", "l1_scores", "random_scores", "tvs_scores", "collect_statistics", "global_prune",
                    "tvs_prune", "iter_tvs_prune", "prune_to_sparsity", "prune", "predicted_parameters",
-                   "channel_counts", "bn_recalibrate", "coupled_mac_share", "coupled_time_share"}
+                   "channel_counts", "bn_recalibrate", "coupled_mac_share", "coupled_time_share", "hifi_scores",
+                   "prune_and_repair", "repair_pruned", "compensate", "synthesize_images"}
     not_measuring = {"resize_to_state", "plan", "removal_order", "speedups", "eps_ratios", "filter_scores",
                      "get_criterion", "list_criteria", "register_criterion", "register_handler", "Target",
-                     "PruningTarget", "PruningReport", "PruningStep", "ChannelScores", "Criterion", "ChannelGraph",
+                     "PruningResult", "RepairResult", "PruningReport", "PruningStep", "ChannelScores", "Criterion", "ChannelGraph",
                      "DFC", "ChannelRef", "UntraceableModelError", "PruningError", "DataSourceError",
-                     "GlobalPruningResult", "OneShotResult", "IterResult", "__version__"}
+                     "GlobalPruningResult", "IterResult", "__version__"}
     checked = {v.split(" ")[0].split("(")[0] for v in VERBS}
     assert takes_model <= checked
     assert set(pl.__all__) - takes_model - not_measuring == set(), "a new public name: check it here"

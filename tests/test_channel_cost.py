@@ -14,7 +14,7 @@ from pruning_lib.course.models import get_model
 def resnet20():
     torch.manual_seed(0)
     model = get_model("resnet20").eval()
-    return model, discover(model)
+    return model, discover(model, (1, 3, 32, 32))
 
 
 def test_costs_by_hand_and_places(resnet20):

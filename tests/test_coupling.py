@@ -35,7 +35,7 @@ def test_paper_counts(name, shape, n_dfc, n_coupled, n_channels):
 
 
 def test_resnet20_streams_have_the_expected_members():
-    g = discover(get_model("resnet20"))
+    g = discover(get_model("resnet20"), (1, 3, 32, 32))
     coupled = [d for d in g.dfcs if d.coupled]
     assert [d.channels for d in coupled] == [16, 32, 64]
     stage1, stage2 = coupled[0], coupled[1]
@@ -53,7 +53,7 @@ def test_resnet20_streams_have_the_expected_members():
 
 def test_upstream_is_right_past_block_ten():
     """The released code compared layer-name strings and got this wrong from block 10 on."""
-    g = discover(model("cifar_resnet101"))
+    g = discover(model("cifar_resnet101"), (1, 3, 32, 32))
     stream3 = next(d for d in g.dfcs if d.coupled and d.channels == 1024)
     up = stream3.upstream["layers.2.10.conv1"]
     assert "layers.2.9.conv3" in up and "layers.2.10.conv3" not in up and "layers.2.2.conv3" in up
@@ -145,13 +145,13 @@ def test_wrong_input_shape_is_explained():
 def test_discovery_leaves_the_model_alone():
     m = get_model("resnet20").train()
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    discover(m)
+    discover(m, (1, 3, 32, 32))
     assert m.training and all(m.training for m in m.modules())
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
 def test_feed_out_roles_cover_every_reader():
-    g = discover(get_model("resnet56"))
+    g = discover(get_model("resnet56"), (1, 3, 32, 32))
     readers = {r.module for d in g.dfcs for r in d.feed_out if r.role == FEED_OUT}
     convs = {n for n, m in get_model("resnet56").named_modules() if isinstance(m, nn.Conv2d)}
     assert readers == (convs - {"conv1"}) | {"fc"}

@@ -1,4 +1,4 @@
-"""pruning_lib.data: decoding every source into the cache, the fixed splits, batches and augmentation."""
+"""pruning_lib.course.data: decoding every source into the cache, the fixed splits, batches and augmentation."""
 from __future__ import annotations
 
 import functools
@@ -18,7 +18,7 @@ import torch
 
 from conftest import make_images, write_image_folder
 from pruning_lib.course import data as cdata
-from pruning_lib.course.data import CLASSES, DataNotFoundError
+from pruning_lib.course.data import CLASSES, DataNotFoundError, checksums, images, loading, splits
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 60, 10
 
@@ -154,7 +154,7 @@ def test_env_var_sets_default_data_dir(synthetic, tmp_path, monkeypatch, small_s
     assert cdata.prepare() == tmp_path.resolve() / "cache" / "cifar10-images.pt"
     assert len(cdata.load_split("test")) == 10 * TEST_PER_CLASS
     monkeypatch.delenv(cdata.DATA_ENV)
-    assert cdata.default_data_dir() == (cdata.Path(cdata.__file__).parents[2] / "data").resolve()
+    assert cdata.default_data_dir() == (Path(cdata.__file__).parents[3] / "data").resolve()
 
 
 def test_dataset_info_names_copy_source_and_cache(synthetic, tmp_path):
@@ -190,7 +190,7 @@ def test_split_indices_disjoint_balanced_deterministic(synthetic):
 def test_load_split_returns_the_indexed_images(synthetic, tmp_path, small_splits):
     cdata.prepare(tmp_path, source=synthetic["folder"])
     a = synthetic["arrays"]
-    idx = cdata.split_indices(a["train_y"])        # patched to 5 + 5 per class
+    idx = splits.split_indices(a["train_y"])       # patched to 5 + 5 per class
     for name in ("train", "dist", "val"):
         s = cdata.load_split(name, tmp_path)
         assert s.name == name and s.copy == "images" and s.x.dtype == torch.uint8
@@ -211,7 +211,7 @@ def test_subset_is_class_balanced(synthetic, tmp_path, small_splits):
 
 def test_real_cifar10_splits():
     """The course's splits of the real CIFAR-10 in the default data folder (`make test` prepares it)."""
-    t = cdata._load_tensors(None, None)
+    t = loading._load_tensors(None, None)
     assert t["train_x"].shape == (50_000, 3, 32, 32) and t["test_x"].shape == (10_000, 3, 32, 32)
     idx = cdata.split_indices(t["train_y"])
     sizes = {k: len(v) for k, v in idx.items()}
@@ -392,7 +392,7 @@ def test_a_new_source_replaces_a_cache_built_from_another(synthetic, tmp_path):
 def test_a_truncated_cache_names_the_file_and_the_fix(synthetic, tmp_path):
     path = cdata.prepare(tmp_path, source=synthetic["tar"])
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    cdata._MEMO.clear()
+    loading._MEMO.clear()
     for call in (lambda: cdata.load_split("test", tmp_path), lambda: cdata.dataset_info(tmp_path)):
         with pytest.raises(cdata.DataIntegrityError) as err:
             call()
@@ -417,7 +417,7 @@ def test_two_prepare_runs_at_once_install_one_complete_cache(synthetic, tmp_path
         except threading.BrokenBarrierError:
             pass
 
-    monkeypatch.setattr(cdata.torch, "save", slow_save)
+    monkeypatch.setattr(torch, "save", slow_save)
     results, errors = [], []
 
     def run():
@@ -555,12 +555,12 @@ def jpeg_archive(tmp_path_factory):
     (root / "src" / "README.md").write_text("CIFAR-10 images\n")
     tar = _write_tar(root / "src", root / f"{COMMIT}.tar.gz", top=f"CIFAR-10-images-{COMMIT}")
     pinned = {"repository": "someone/CIFAR-10-images", "commit": COMMIT, "url": "http://127.0.0.1:9/x.tar.gz",
-              "folders": cdata.content_digests(cdata._read_image_tar(tar))}
+              "folders": cdata.content_digests(images._read_image_tar(tar))}
     return {"src": root / "src", "tar": tar, "pinned": pinned}
 
 
 def test_download_fetches_verifies_and_caches_the_pinned_copy(jpeg_archive, serve, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cdata, "pinned_jpeg", lambda: jpeg_archive["pinned"])
+    monkeypatch.setattr(checksums, "pinned_jpeg", lambda: jpeg_archive["pinned"])
     monkeypatch.setenv(cdata.URL_ENV, serve(jpeg_archive["tar"]))
     cdata.main(["prepare", "--data-dir", str(tmp_path)])             # nothing there: downloads
     out = capsys.readouterr()
@@ -585,7 +585,7 @@ def test_a_downloaded_copy_that_differs_is_refused_naming_the_folder(jpeg_archiv
     shutil.copytree(jpeg_archive["src"], tmp_path / "src")
     Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "src" / "train" / "cat" / "0002.jpg")   # one replaced
     modified = _write_tar(tmp_path / "src", tmp_path / "modified.tar.gz", top=f"CIFAR-10-images-{COMMIT}")
-    monkeypatch.setattr(cdata, "pinned_jpeg", lambda: jpeg_archive["pinned"])
+    monkeypatch.setattr(checksums, "pinned_jpeg", lambda: jpeg_archive["pinned"])
     monkeypatch.setenv(cdata.URL_ENV, serve(modified))
     data_dir = tmp_path / "data"
     with pytest.raises(SystemExit) as err:
@@ -603,7 +603,15 @@ def test_a_downloaded_copy_that_differs_is_refused_naming_the_folder(jpeg_archiv
     assert cdata.prepare(data_dir, download="jpeg") == data_dir / "cache" / "cifar10-jpeg.pt"
 
 
-SHARED_ARCHIVE = Path(cdata.__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpg.tar.gz"
+@pytest.mark.parametrize("download", [True, False, "yes"])
+def test_prepare_refuses_a_download_that_is_not_a_copy_name(tmp_path, download):
+    """``download`` names the copy ('jpeg' or 'official') or is None; True (its former spelling) is refused."""
+    with pytest.raises(ValueError, match=rf"download={download!r}: choose 'jpeg' .* or 'official' .* or None"):
+        cdata.prepare(tmp_path / "d", download=download)
+    assert not (tmp_path / "d").exists()                      # refused before anything is made
+
+
+SHARED_ARCHIVE = Path(cdata.__file__).resolve().parents[4] / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 
 @pytest.mark.skipif(not SHARED_ARCHIVE.exists(), reason=f"needs {SHARED_ARCHIVE} (../shared beside the repository)")
@@ -635,7 +643,7 @@ def test_checksum_command_prints_the_per_folder_digests(jpeg_archive, capsys):
     import json
     cdata.main(["checksum", str(jpeg_archive["tar"])])
     assert json.loads(capsys.readouterr().out) == jpeg_archive["pinned"]["folders"]
-    assert cdata.content_digests(cdata._read_image_folder(jpeg_archive["src"])) == jpeg_archive["pinned"]["folders"]
+    assert cdata.content_digests(images._read_image_folder(jpeg_archive["src"])) == jpeg_archive["pinned"]["folders"]
 
 
 def test_export_image_folder_is_what_imagefolder_reads_pixel_for_pixel(synthetic, tmp_path):
@@ -656,3 +664,20 @@ def test_export_image_folder_is_what_imagefolder_reads_pixel_for_pixel(synthetic
     with pytest.raises(FileExistsError, match="exists: remove it"):
         cdata.export_image_folder("test", out, data_dir)
     assert not list(tmp_path.glob(".images.tmp-*"))       # nothing half-written left behind
+
+
+# --------------------------------------------------------------------------- the package (issue 26)
+
+def test_every_data_module_has_one_job_a_docstring_and_all():
+    """course/data is one module per job; the package re-exports every public name of the former data.py."""
+    import importlib
+    import pkgutil
+    for m in pkgutil.iter_modules(cdata.__path__):
+        if m.name == "__main__":                   # `python -m pruning_lib.course.data`: runs the command line
+            continue
+        mod = importlib.import_module(f"{cdata.__name__}.{m.name}")
+        assert mod.__doc__ and len(mod.__doc__.strip().splitlines()) == 1, m.name
+        assert all(hasattr(mod, n) for n in mod.__all__), m.name
+        assert all(getattr(cdata, n) is getattr(mod, n) for n in mod.__all__), m.name
+    assert all(hasattr(cdata, n) for n in cdata.__all__)
+    assert {"load_split", "CIFAR10Split", "batches", "prepare", "main", "URL_ENV", "DATA_ENV"} <= set(cdata.__all__)

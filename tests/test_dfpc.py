@@ -229,7 +229,7 @@ def test_upstream_pairs_only():
     """In ResNet-20's first stream, block 2's last conv does not reach block 1's first conv: adding
     weight to it must not change what block 1's first conv contributes."""
     model = _randomise_bn(get_model("resnet20"))
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     stream = next(d for d in graph.dfcs if "layers.0.0.conv1" in d.B)
     assert "layers.0.1.conv2" not in stream.upstream["layers.0.0.conv1"]
     before = dfpc_scores(model, graph)[stream].clone()
@@ -258,7 +258,7 @@ def test_bn_factor_and_closed_form():
 
 def test_baselines_share_the_interface():
     model = get_model("resnet20").eval()
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     l1 = l1_scores(model, graph)
     stem = next(d for d in graph.dfcs if "conv1" in d.A)
     expected = sum(model.get_submodule(a).weight.detach().double().abs().flatten(1).sum(1) for a in stem.A)
@@ -286,7 +286,7 @@ def test_mean_normalisation_divides_by_each_dfcs_pair_count():
     from pruning_lib.pruning.global_pruning import removal_order
     torch.manual_seed(0)
     model = get_model("resnet20").eval()
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     total, mean = dfpc_scores(model, graph), get_criterion("dfpc_mean")(model, graph)
     assert mean.method == "dfpc_mean"
     coupled = 0

@@ -7,7 +7,7 @@ import torch
 from pruning_lib.graph import discover
 from pruning_lib.scoring import l1_scores
 from pruning_lib.course.data import CIFAR10Split
-from pruning_lib.pruning.global_pruning import PruningTarget, global_prune, removal_order
+from pruning_lib.pruning import Target, global_prune, removal_order
 from pruning_lib.measure import count_flops, count_parameters
 from pruning_lib.course.models import get_model
 from pruning_lib.surgery import predicted_parameters
@@ -32,7 +32,7 @@ def _state(m):
 
 def test_never_empties_a_dfc_and_leaves_the_caller_alone(model):
     before = _state(model)
-    r = global_prune(model, "dfpc", PruningTarget(channels=1.0), step_fraction=0.25, input_shape=SHAPE,
+    r = global_prune(model, Target(channels=1.0), criterion="dfpc", step_fraction=0.25, input_shape=SHAPE,
                      progress=False)
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -58,7 +58,7 @@ def test_order_is_global_and_ascending(model):
 
 @pytest.mark.parametrize("kind", ["parameters", "flops"])
 def test_stops_at_a_size_target(model, kind):
-    r = global_prune(model, "l1", PruningTarget(**{kind: 0.6}), step_fraction=0.05, input_shape=SHAPE,
+    r = global_prune(model, Target(**{kind: 0.4}), criterion="l1", step_fraction=0.05, input_shape=SHAPE,
                      progress=False)
     steps = r.report.steps
     value = lambda s: getattr(s, kind)                         # noqa: E731
@@ -68,7 +68,7 @@ def test_stops_at_a_size_target(model, kind):
 
 
 def test_report_is_consistent(model):
-    r = global_prune(model, "random", PruningTarget(channels=0.5), step_fraction=0.1, input_shape=SHAPE,
+    r = global_prune(model, Target(channels=0.5), criterion="random", step_fraction=0.1, input_shape=SHAPE,
                      progress=False, name="resnet20")
     info, steps = r.report.info, r.report.steps
     assert info["eligible_channels"] == 448 and info["channels_per_step"] == 45
@@ -84,7 +84,7 @@ def test_report_is_consistent(model):
 
 
 def test_coupled_switch(model):
-    r = global_prune(model, "dfpc", PruningTarget(channels=0.8), step_fraction=0.2, coupled=False,
+    r = global_prune(model, Target(channels=0.8), criterion="dfpc", step_fraction=0.2, coupled=False,
                      input_shape=SHAPE, progress=False)
     assert r.report.info["eligible_dfcs"] == 9 and r.report.info["eligible_channels"] == 448 - 16 - 32 - 64
     removed = r.removals(r.report.final.step)
@@ -93,13 +93,13 @@ def test_coupled_switch(model):
         if d.coupled:
             for a in d.A:
                 assert r.model.get_submodule(a).out_channels == d.channels
-    rc = global_prune(model, "dfpc", PruningTarget(channels=0.8), step_fraction=0.2, input_shape=SHAPE,
+    rc = global_prune(model, Target(channels=0.8), criterion="dfpc", step_fraction=0.2, input_shape=SHAPE,
                       progress=False)
     assert any(d.coupled for d in rc.removals(rc.report.final.step))
 
 
 def test_alignment_keeps_multiples(model):
-    r = global_prune(model, "dfpc", PruningTarget(channels=0.6), step_fraction=0.2, align=8, input_shape=SHAPE,
+    r = global_prune(model, Target(channels=0.6), criterion="dfpc", step_fraction=0.2, align=8, input_shape=SHAPE,
                      progress=False)
     for s in r.report.steps[1:]:
         removed = r.removals(s.step)
@@ -117,8 +117,8 @@ def test_accuracy_drop_target_keeps_the_last_step_within_budget(model):
         from pruning_lib.course.data import normalize
         y = model(normalize(x)).argmax(1)
     split = CIFAR10Split("agree", x, y, "synthetic")
-    r = global_prune(model, "l1", PruningTarget(accuracy_drop=10.0), step_fraction=0.05, input_shape=SHAPE,
-                     eval_split=split, progress=False)
+    r = global_prune(model, Target(accuracy_drop=10.0), criterion="l1", step_fraction=0.05, input_shape=SHAPE,
+                     evaluate=split, progress=False)
     steps = r.report.steps
     assert steps[0].accuracy == 100.0 and r.report.accuracy_split == "agree"
     assert steps[-1].note == "beyond the accuracy-drop target" and 100.0 - steps[-1].accuracy > 10.0
@@ -127,7 +127,7 @@ def test_accuracy_drop_target_keeps_the_last_step_within_budget(model):
 
 
 def test_latency_is_measured_against_the_unpruned_model(model):
-    r = global_prune(model, "l1", PruningTarget(speedup=50.0), step_fraction=0.3, input_shape=SHAPE,
+    r = global_prune(model, Target(speedup=50.0), criterion="l1", step_fraction=0.3, input_shape=SHAPE,
                      latency_shape=(4, 3, 16, 16), latency_repeats=2, max_steps=2, progress=False)
     steps = r.report.steps
     assert steps[0].speedup == 1.0
@@ -137,8 +137,8 @@ def test_latency_is_measured_against_the_unpruned_model(model):
 
 def test_bad_requests_are_explained(model):
     with pytest.raises(ValueError, match="step_fraction"):
-        global_prune(model, "l1", step_fraction=0, input_shape=SHAPE)
-    with pytest.raises(ValueError, match="fraction in"):
-        PruningTarget(parameters=50)
+        global_prune(model, criterion="l1", step_fraction=0, input_shape=SHAPE)
+    with pytest.raises(ValueError, match="fraction to REMOVE"):
+        Target(parameters=50)
     with pytest.raises(ValueError, match="unknown criterion"):
-        global_prune(model, "hessian", input_shape=SHAPE)
+        global_prune(model, criterion="hessian", input_shape=SHAPE)

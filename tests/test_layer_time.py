@@ -14,7 +14,7 @@ from toy_models import BranchNet, CatNet
 def test_every_conv_of_a_basic_block_resnet_touches_a_stream():
     model = get_model("resnet20")
     convs = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    assert coupled_layers(model, discover(model)) == convs
+    assert coupled_layers(model, discover(model, (1, 3, 32, 32))) == convs
 
 
 def test_bottleneck_middle_convs_are_not_coupled():
@@ -33,7 +33,7 @@ def test_toy_models():
 @pytest.mark.parametrize("method", ["profiler", "hooks"])
 def test_split_is_consistent_and_model_untouched(method):
     model = get_model("resnet20").train()
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     threads = torch.get_num_threads()
     r = coupled_time_share(model, graph, (2, 3, 32, 32), repeats=2, warmup=1, threads=1, method=method)
     assert r.coupled_layers == coupled_layers(model, graph)
@@ -55,9 +55,9 @@ def test_no_coupled_layers_means_zero_share():
 def test_bad_arguments_are_explained():
     model = get_model("resnet20")
     with pytest.raises(ValueError, match="graph does not describe this model"):
-        coupled_time_share(CatNet(), discover(model), (1, 3, 8, 8))
+        coupled_time_share(CatNet(), discover(model, (1, 3, 32, 32)), (1, 3, 8, 8))
     with pytest.raises(ValueError, match="repeats"):
-        coupled_time_share(model, discover(model), repeats=0)
+        coupled_time_share(model, discover(model, (1, 3, 32, 32)), repeats=0)
 
 
 @pytest.mark.parametrize("name,share", [("resnet20", 1.0), ("cifar_resnet50", 0.5346)])

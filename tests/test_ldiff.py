@@ -8,8 +8,9 @@ from torch import nn
 
 from pruning_lib.course import data as cdata
 from pruning_lib.graph import discover
-from pruning_lib.scoring.ldiff import (ldiff, ldiff_experiment, normalised_scores, permutation_pvalue, rankdata,
-                               single_layer_dfcs, spearman)
+from pruning_lib.course.ldiff_experiment import ldiff_experiment, single_layer_dfcs
+from pruning_lib.scoring import ldiff as ldiff_module
+from pruning_lib.scoring.ldiff import ldiff, normalised_scores, permutation_pvalue, rankdata, spearman
 from pruning_lib.surgery import prune
 from pruning_lib.course.training import evaluate
 
@@ -64,7 +65,7 @@ def test_spearman_on_known_inputs():
 
 def test_coupled_stream_dfcs_are_excluded_on_resnet20():
     from pruning_lib.course.models import get_model
-    single, excluded = single_layer_dfcs(discover(get_model("resnet20")))
+    single, excluded = single_layer_dfcs(discover(get_model("resnet20"), (1, 3, 32, 32)))
     assert len(single) == 9 and len(excluded) == 3
     assert all(not d.coupled and len(d.A) == 1 and d.A[0].endswith("conv1") for d in single)
 
@@ -130,8 +131,16 @@ def test_tiny_experiment_measures_real_drops():
     for k, v in model.state_dict().items():                             # caller's model untouched
         assert torch.equal(v, before[k]), k
     assert "Spearman" in r.table() and len(r.frame()) == 4
+    ax = r.plot()                                  # no course stage in these layer names: all "stem"
+    assert ax.get_title().startswith("plain: Spearman") and [t.get_text() for t in ax.get_legend().get_texts()] == ["stem"]
     with pytest.raises(ValueError, match="fraction"):
         ldiff_experiment(model, fraction=1.0, stats_split=stats_split, eval_split=eval_split)
     with pytest.raises(ValueError, match="single-layer"):
         ldiff_experiment(model, layers=["fc"], stats_split=stats_split, eval_split=eval_split,
                          input_shape=(1, 3, 16, 16))
+
+
+def test_the_metric_module_holds_only_the_metric():
+    """scoring.ldiff is the statistic; the experiment on the course's networks lives in the course."""
+    assert set(ldiff_module.__all__) == {"ldiff", "normalised_scores", "rankdata", "spearman", "permutation_pvalue"}
+    assert not hasattr(ldiff_module, "ldiff_experiment") and not hasattr(ldiff_module, "LdiffResult")

@@ -26,12 +26,12 @@ def test_flops_by_hand():
 
 def test_flops_resnet20_known_value():
     # CIFAR ResNet-20 is about 41 M multiply-adds per 32x32 image
-    assert 40e6 < count_flops(get_model("resnet20")) / 2 < 42e6
+    assert 40e6 < count_flops(get_model("resnet20"), (1, 3, 32, 32)) / 2 < 42e6
 
 
 def test_flops_and_latency_restore_training_mode():
     m = small_net().train()
-    count_flops(m)
+    count_flops(m, (1, 3, 32, 32))
     measure_latency(m, (2, 3, 32, 32), warmup=1, repeats=2)
     assert m.training
     m.eval()

@@ -60,7 +60,7 @@ def test_dfpc_with_a_dataloader(setup):
     before = copy.deepcopy(model.state_dict())
     graph = pl.discover(model, SHAPE)
     assert graph.num_coupled >= 1
-    res = pl.global_prune(model, pl.dfpc_scores, pl.Target(parameters=0.3), evaluate=loader,
+    res = pl.global_prune(model, pl.Target(parameters=0.3), criterion=pl.dfpc_scores, evaluate=loader,
                           input_shape=SHAPE, step_fraction=0.1, progress=False)
     p0, p1 = pl.count_parameters(model), pl.count_parameters(res.model)
     assert p1 <= 0.7 * p0 and res.stop_reason.startswith("parameters")
@@ -76,7 +76,7 @@ def test_dfpc_with_a_dataloader(setup):
 
 def test_registry_name_and_input_shape_from_data(setup):
     model, loader = setup
-    res = pl.global_prune(model, "l1", pl.Target(channels=0.25), data=loader, step_fraction=0.25, progress=False)
+    res = pl.global_prune(model, pl.Target(channels=0.25), criterion="l1", data=loader, step_fraction=0.25, progress=False)
     assert res.report.info["input_shape"] == [1, 3, 16, 16]
     assert pl.count_parameters(res.model) < pl.count_parameters(model)
 
@@ -87,19 +87,19 @@ def test_tvs_scores_and_global_prune_by_tvs(setup):
     scores = pl.tvs_scores(model, graph, data=loader)
     assert set(scores.scores) == set(graph.dfcs)
     assert all(torch.isfinite(s).all() and (s >= 0).all() for s in scores.scores.values())
-    res = pl.global_prune(model, "tvs", pl.Target(channels=0.3), data=loader, step_fraction=0.3, progress=False)
+    res = pl.global_prune(model, pl.Target(channels=0.3), criterion="tvs", data=loader, step_fraction=0.3, progress=False)
     assert res.scores.method.startswith("tvs") and pl.count_parameters(res.model) < pl.count_parameters(model)
 
 
 def test_iter_tvs_prune_and_bn_recalibrate_with_a_loader(setup):
     model, loader = setup
     before = copy.deepcopy(model.state_dict())
-    res = pl.iter_tvs_prune(model, loader, accuracy, pl.Target(parameters=0.1), eps0=2.0, input_shape=SHAPE)
+    res = pl.iter_tvs_prune(model, pl.Target(parameters=0.1), data=loader, evaluate=accuracy, eps0=2.0, input_shape=SHAPE)
     assert res.sparsity > 0 and res.report.final.parameters == pl.count_parameters(res.model)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     counts = pl.channel_counts(res.model)
     assert any(counts[k] < v for k, v in pl.channel_counts(model).items())
-    fixed = pl.bn_recalibrate(res.model, loader)
+    fixed = pl.bn_recalibrate(res.model, data=loader)
     assert fixed is not res.model
     assert not torch.equal(fixed.bn1.running_mean, res.model.bn1.running_mean)
     out = fixed(torch.randn(2, 3, 16, 16))
@@ -110,15 +110,14 @@ def test_iter_tvs_prune_and_bn_recalibrate_with_a_loader(setup):
 
 def test_one_shot_tvs_prune_with_a_loader(setup):
     model, loader = setup
-    res = pl.tvs_prune(model, data=loader, eps=1.5, input_shape=SHAPE)
+    res = pl.tvs_prune(model, 1.5, data=loader, input_shape=SHAPE)
     assert res.parameters_after < res.parameters_before == pl.count_parameters(model)
     assert res.parameters_after == pl.count_parameters(res.model)
 
 
 def test_target_vocabulary():
     assert pl.Target(parameters=0.3).kept("parameters") == pytest.approx(0.7)
-    assert pl.PruningTarget(parameters=0.3).kept("parameters") == 0.3          # kept exactly as given
-    assert pl.PruningTarget(parameters=0.3).parameters == pytest.approx(0.7)    # ... and read as removed
+    assert not hasattr(pl, "PruningTarget")          # one vocabulary: fractions REMOVED
     with pytest.raises(ValueError, match="REMOVE"):
         pl.Target(parameters=1.5)
 
@@ -134,13 +133,13 @@ def test_bad_data_sources_say_what_to_do(setup):
     with pytest.raises(pl.DataSourceError, match="only once"):
         pl.tvs_scores(model, data=iter([(torch.randn(4, 3, 16, 16), torch.arange(4) % 3)]), input_shape=SHAPE)
     with pytest.raises(pl.DataSourceError, match="augmentation"):
-        pl.bn_recalibrate(model, DataLoader(TensorDataset(torch.randn(4, 3, 16, 16), torch.arange(4))), augment=True)
+        pl.bn_recalibrate(model, data=DataLoader(TensorDataset(torch.randn(4, 3, 16, 16), torch.arange(4))), augment=True)
 
 
 def test_a_pruned_model_saves_and_reloads_into_a_fresh_one(setup, tmp_path):
     """state_dict of the pruned model -> pl.resize_to_state on the unpruned architecture -> same outputs."""
     model, _ = setup
-    res = pl.global_prune(model, "dfpc", pl.Target(parameters=0.3), input_shape=SHAPE, step_fraction=0.1,
+    res = pl.global_prune(model, pl.Target(parameters=0.3), criterion="dfpc", input_shape=SHAPE, step_fraction=0.1,
                           progress=False)
     torch.save(res.model.state_dict(), tmp_path / "pruned.pt")
     state = torch.load(tmp_path / "pruned.pt", weights_only=True)
@@ -156,13 +155,13 @@ def test_a_pruned_model_saves_and_reloads_into_a_fresh_one(setup, tmp_path):
 
 @pytest.mark.parametrize("call, argument", [
     (lambda m: pl.tvs_scores(m, input_shape=SHAPE), "tvs_scores .* needs data="),
-    (lambda m: pl.global_prune(m, "tvs", pl.Target(parameters=0.3), input_shape=SHAPE, progress=False),
+    (lambda m: pl.global_prune(m, pl.Target(parameters=0.3), criterion="tvs", input_shape=SHAPE, progress=False),
      "tvs_scores .* needs data="),
     (lambda m: pl.collect_statistics(m), "collect_statistics needs data="),
     (lambda m: pl.bn_recalibrate(m), "bn_recalibrate needs data="),
     (lambda m: pl.tvs_prune(m, input_shape=SHAPE), "tvs_scores .* needs data="),
-    (lambda m: pl.iter_tvs_prune(m, target_sparsity=0.1, input_shape=SHAPE), "iter_tvs_prune .* needs data="),
-    (lambda m: pl.global_prune(m, "l1", pl.Target(accuracy_drop=1.0), input_shape=SHAPE, progress=False),
+    (lambda m: pl.iter_tvs_prune(m, pl.Target(parameters=0.1), input_shape=SHAPE), "iter_tvs_prune .* needs data="),
+    (lambda m: pl.global_prune(m, pl.Target(accuracy_drop=1.0), criterion="l1", input_shape=SHAPE, progress=False),
      "accuracy target .* needs evaluate="),
 ])
 def test_no_default_data_set(setup, call, argument):
@@ -179,10 +178,10 @@ def test_a_reporting_only_source_is_refused_where_a_verb_decides(setup):
 
     test = Held(loader)
     with pytest.raises(ValueError, match=r"evaluate='test\[200\]' is for reporting only"):
-        pl.iter_tvs_prune(model, loader, test, target_sparsity=0.1, input_shape=SHAPE)
+        pl.iter_tvs_prune(model, pl.Target(parameters=0.1), data=loader, evaluate=test, input_shape=SHAPE)
     with pytest.raises(ValueError, match="data='test.200.' is for reporting only"):
-        pl.global_prune(model, "tvs", pl.Target(parameters=0.1), data=test, input_shape=SHAPE, progress=False)
-    r = pl.global_prune(model, "l1", pl.Target(parameters=0.1, accuracy_drop=50), evaluate=test, input_shape=SHAPE,
+        pl.global_prune(model, pl.Target(parameters=0.1), criterion="tvs", data=test, input_shape=SHAPE, progress=False)
+    r = pl.global_prune(model, pl.Target(parameters=0.1, accuracy_drop=50), criterion="l1", evaluate=test, input_shape=SHAPE,
                         progress=False)
     assert r.report.accuracy_split == "test[200]"     # DFPC's curves stop on a test-accuracy drop (the paper's protocol)
 

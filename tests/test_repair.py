@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 
 import pytest
+
+from pruning_lib.scoring import list_criteria
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pruning_lib.graph import discover
 from pruning_lib.pruning import Target, bn_recalibrate, global_prune
 from pruning_lib.repair import (PatchMoments, compensate, delta_closed_form, delta_star, fidelity_statistics,
-                                hifi_removals, hifi_scores, least_squares_refit, prune_and_repair, register)
+                                hifi_removals, hifi_scores, least_squares_refit, prune_and_repair)
 from pruning_lib.scoring import get_criterion
 from pruning_lib.surgery import prune
 from toy_models import randomised
@@ -145,12 +147,11 @@ def test_a_silenced_channel_scores_zero_and_goes_first(net, data):
 
 
 def test_hifi_is_a_criterion_for_global_prune(net, data):
-    register()
-    register()                                              # idempotent
+    assert "hifi" in list_criteria()                         # registered on import, as every criterion
     assert get_criterion("hifi") is hifi_scores
     before = copy.deepcopy(net.state_dict())
     loader = DataLoader(TensorDataset(data, torch.zeros(len(data), dtype=torch.long)), batch_size=16)
-    r = global_prune(net, "hifi", Target(channels=0.3), data=loader, input_shape=SHAPE, step_fraction=0.1,
+    r = global_prune(net, Target(channels=0.3), criterion="hifi", data=loader, input_shape=SHAPE, step_fraction=0.1,
                      progress=False)
     assert r.scores.method == "hifi" and r.report.final.channels_removed > 0
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
@@ -320,12 +321,12 @@ def test_prune_and_repair_improves_fidelity_and_leaves_the_caller_alone(net):
     calib = _inputs(64, seed=11)
     held = _inputs(64, seed=12)
     loader = DataLoader(TensorDataset(calib, torch.zeros(64, dtype=torch.long)), batch_size=16)
-    model = bn_recalibrate(net, loader)                      # BN statistics of this input distribution
+    model = bn_recalibrate(net, data=loader)                      # BN statistics of this input distribution
     model.conv_c.weight.requires_grad_(False)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     mse = {}
     for reps in [(), ("compensation",), ("bn", "compensation")]:
-        r = prune_and_repair(model, "l1", Target(channels=0.35), data=loader, repairs=reps, step_fraction=0.2,
+        r = prune_and_repair(model, Target(channels=0.35), criterion="l1", data=loader, repairs=reps, step_fraction=0.2,
                              input_shape=SHAPE, progress=False)
         assert r.report.final.channels_removed > 0 and r.accepted_step == len(r.report.steps) - 1
         assert r.report.info["repairs"] == list(reps)
@@ -341,9 +342,9 @@ def test_prune_and_repair_improves_fidelity_and_leaves_the_caller_alone(net):
 
 def test_prune_and_repair_refuses_bad_requests(net):
     with pytest.raises(ValueError, match="repairs"):
-        prune_and_repair(net, "l1", Target(channels=0.2), data=_inputs(8, 0), repairs=("finetune",), progress=False)
+        prune_and_repair(net, Target(channels=0.2), criterion="l1", data=_inputs(8, 0), repairs=("finetune",), progress=False)
     with pytest.raises(ValueError, match="need data="):
-        prune_and_repair(net, "l1", Target(channels=0.2), progress=False)
+        prune_and_repair(net, Target(channels=0.2), criterion="l1", progress=False)
 
 
 def test_simultaneous_compensation_reads_the_uncompensated_pruned_input(net, data):
@@ -379,17 +380,17 @@ def test_prune_and_repair_stops_at_an_accuracy_drop_and_reports_each_step(net):
         out = net(held)
         energy = float(((out - out.mean(0)) ** 2).mean())         # the output variance over samples
 
-    def fidelity(m):                                          # a score in "points": 100 minus the relative output MSE in %
-        return 100.0 - 100.0 * _output_mse(m, net, held) / energy
+    def fidelity(m):                  # a score in "points": 100 minus the relative output MSE in %, at least 0
+        return max(0.0, 100.0 - 100.0 * _output_mse(m, net, held) / energy)
 
     kw = dict(data=calib, repairs=("compensation",), evaluate=fidelity, step_fraction=0.1, input_shape=SHAPE,
               progress=False)
-    full = prune_and_repair(net, "l1", Target(channels=1.0), **kw).report.steps
+    full = prune_and_repair(net, Target(channels=1.0), criterion="l1", **kw).report.steps
     drops = [100.0 - s.accuracy for s in full]
     assert drops[1] > 0
     limit = drops[1] + 1e-3 if max(drops[2:]) > drops[1] + 1e-3 else drops[1] / 2   # step 1 within, or not
     stop = next(i for i, d in enumerate(drops) if d > limit)  # the first step beyond the target
-    r = prune_and_repair(net, "l1", Target(accuracy_drop=limit), **kw)
+    r = prune_and_repair(net, Target(accuracy_drop=limit), criterion="l1", **kw)
     steps = r.report.steps
     assert steps[0].accuracy == pytest.approx(100.0) and steps[0].channels_removed == 0
     assert [s.step for s in steps] == list(range(stop + 1))

@@ -37,7 +37,7 @@ def test_synthesis_lowers_the_bn_statistics_loss_and_leaves_the_model_alone(net)
     # unlabelled images, paired with the model's own prediction: the (inputs, labels) form the library reads
     x, y = next(iter(res.loader(batch_size=4)))
     assert x.shape == (4, 3, 8, 8) and torch.equal(y, frozen(res.images[:4]).argmax(1))
-    bn_recalibrate(net, res.loader(batch_size=3))
+    bn_recalibrate(net, data=res.loader(batch_size=3))
 
 
 def test_synthesis_cache_is_reused_when_identical_and_refused_otherwise(net, tmp_path):

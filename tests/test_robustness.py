@@ -75,8 +75,8 @@ def test_tvs_scores_skip_classes_without_samples(labels):
     for d in g.dfcs:
         assert float(got[d].abs().max()) > 0
         torch.testing.assert_close(got[d], want[d], rtol=1e-12, atol=1e-15)
-    r = pl.tvs_prune(m, g, DataLoader(TensorDataset(x, labels), batch_size=8), eps=0.5)
-    assert all(len(c) < d.channels - 1 for d in g.dfcs for i, c in r.removals.items() if i == d.index)
+    r = pl.tvs_prune(m, 0.5, data=DataLoader(TensorDataset(x, labels), batch_size=8), graph=g)
+    assert all(len(c) < d.channels - 1 for d, c in r.removals().items())
 
 
 def test_tvs_one_class_prunes_nothing_with_a_warning():
@@ -84,8 +84,8 @@ def test_tvs_one_class_prunes_nothing_with_a_warning():
     g = pl.discover(m, S)
     dl = loader(labels=torch.full((32,), 3))
     with pytest.warns(UserWarning, match="one class only"):
-        r = pl.tvs_prune(m, g, dl, eps=0.5)
-    assert r.removals == {}
+        r = pl.tvs_prune(m, 0.5, data=dl, graph=g)
+    assert r.removed == {} and r.removals() == {}
 
 
 def test_tvs_no_sample_is_a_data_source_error():
@@ -166,7 +166,7 @@ def test_bn_recalibrate_empty_loader_is_an_error_and_keeps_the_statistics():
     before = _stats(m)
     empty = DataLoader(TensorDataset(torch.zeros(0, 3, 16, 16), torch.zeros(0, dtype=torch.long)), batch_size=8)
     with pytest.raises(pl.DataSourceError, match="no batch"):
-        pl.bn_recalibrate(m, empty, inplace=True)
+        pl.bn_recalibrate(m, data=empty, inplace=True)
     for (a, b), (c, d) in zip(before, _stats(m)):
         assert torch.equal(a, c) and torch.equal(b, d)
 
@@ -188,7 +188,7 @@ def test_bn_recalibrate_keeps_a_bn_off_the_forward_path():
         a.aux[1].running_mean.fill_(3.0)
         a.aux[1].running_var.fill_(5.0)
     with pytest.warns(RuntimeWarning, match="aux.1"):
-        r = pl.bn_recalibrate(a, loader())
+        r = pl.bn_recalibrate(a, data=loader())
     assert torch.all(r.aux[1].running_mean == 3.0) and torch.all(r.aux[1].running_var == 5.0)
     assert not torch.equal(r.c1[1].running_mean, a.c1[1].running_mean)        # the reached BN is recalibrated
 
@@ -225,7 +225,7 @@ P0 = pl.count_parameters(small())
     (pl.Target(parameters=0.9, accuracy_drop=5.0), proxy_accuracy(P0)),
 ], ids=["evaluate NaN", "working gate"])
 def test_global_prune_nan_evaluate_closes_the_gate(target, ev):
-    r = pl.global_prune(small(), "l1", target, evaluate=ev, input_shape=S, progress=False, step_fraction=0.1)
+    r = pl.global_prune(small(), target, criterion="l1", evaluate=ev, input_shape=S, progress=False, step_fraction=0.1)
     assert r.report.steps[r.accepted_step].parameters / P0 > 0.9
     assert "accuracy drop above 5.0" in r.stop_reason
 
@@ -234,7 +234,7 @@ def test_global_prune_nan_evaluate_closes_the_gate(target, ev):
 def test_target_nan_accuracy_limit_warns_and_accepts_no_step(field):
     with pytest.warns(UserWarning, match=f"Target.{field} is NaN"):
         target = pl.Target(parameters=0.9, **{field: math.nan})
-    r = pl.global_prune(small(), "l1", target, evaluate=proxy_accuracy(P0), input_shape=S, progress=False,
+    r = pl.global_prune(small(), target, criterion="l1", evaluate=proxy_accuracy(P0), input_shape=S, progress=False,
                         step_fraction=0.1)
     assert r.accepted_step == 0 and "NaN never passes" in r.stop_reason
 
@@ -248,11 +248,11 @@ def test_target_refuses_nan_and_infinity_in_size_fields(field):
 
 def test_iter_tvs_prune_honours_target_flops():
     m = small()
-    r = pl.iter_tvs_prune(m, loader(64, 16), lambda m: 100.0, pl.Target(flops=0.15, accuracy_drop=100.0),
+    r = pl.iter_tvs_prune(m, pl.Target(flops=0.15, accuracy_drop=100.0), data=loader(64, 16), evaluate=lambda m: 100.0,
                           input_shape=S, max_iterations=10)
     removed = 1 - pl.count_flops(r.model, S) / pl.count_flops(m, S)
     assert 0 < removed <= 0.15
-    small_target = pl.iter_tvs_prune(m, loader(64, 16), lambda m: 100.0, pl.Target(flops=0.05), input_shape=S)
+    small_target = pl.iter_tvs_prune(m, pl.Target(flops=0.05), data=loader(64, 16), evaluate=lambda m: 100.0, input_shape=S)
     assert pl.count_flops(small_target.model, S) == pl.count_flops(m, S)       # one channel is already 9 %
     assert r.report.final.flops == pl.count_flops(r.model, S)
 
@@ -261,15 +261,15 @@ def test_iter_tvs_prune_honours_target_flops():
 def test_iter_tvs_prune_refuses_target_fields_it_cannot_honour(kw):
     name = next(iter(kw))
     with pytest.raises(TypeError, match=f"cannot honour Target\\({name}="):
-        pl.iter_tvs_prune(small(), loader(64, 16), lambda m: 100.0, pl.Target(**kw), input_shape=S, max_iterations=2)
+        pl.iter_tvs_prune(small(), pl.Target(**kw), data=loader(64, 16), evaluate=lambda m: 100.0, input_shape=S, max_iterations=2)
 
 
 def test_global_prune_evaluate_returning_a_fraction_is_read_as_one():
     frac = lambda m: pl.count_parameters(m) / P0
     with pytest.warns(UserWarning, match="read as a fraction"):
-        r = pl.global_prune(small(), "l1", pl.Target(parameters=0.9, accuracy_drop=5.0), evaluate=frac, input_shape=S,
+        r = pl.global_prune(small(), pl.Target(parameters=0.9, accuracy_drop=5.0), criterion="l1", evaluate=frac, input_shape=S,
                             progress=False, step_fraction=0.1)
-    pct = pl.global_prune(small(), "l1", pl.Target(parameters=0.9, accuracy_drop=5.0), evaluate=proxy_accuracy(P0),
+    pct = pl.global_prune(small(), pl.Target(parameters=0.9, accuracy_drop=5.0), criterion="l1", evaluate=proxy_accuracy(P0),
                           input_shape=S, progress=False, step_fraction=0.1)
     assert r.accepted_step == pct.accepted_step and r.stop_reason == pct.stop_reason
     assert r.report.steps[0].accuracy == pytest.approx(100.0)
@@ -280,7 +280,7 @@ def test_evaluate_contract_refuses_out_of_range_and_non_numbers():
                           (lambda m: None, TypeError, "must return the accuracy as a number"),
                           (lambda m: "90", TypeError, "must return the accuracy as a number")]:
         with pytest.raises(exc, match=what):
-            pl.global_prune(small(), "l1", pl.Target(parameters=0.3, accuracy_drop=5), input_shape=S,
+            pl.global_prune(small(), pl.Target(parameters=0.3, accuracy_drop=5), criterion="l1", input_shape=S,
                             progress=False, evaluate=ev)
 
 
@@ -313,7 +313,7 @@ def test_dfpc_global_sum_and_max_pool_are_not_averages():
 
 def test_target_zero_removes_nothing():
     for kw in ({"parameters": 0.0}, {"flops": 0.0}):
-        r = pl.global_prune(small(), "l1", pl.Target(**kw), input_shape=S, progress=False, step_fraction=0.1)
+        r = pl.global_prune(small(), pl.Target(**kw), criterion="l1", input_shape=S, progress=False, step_fraction=0.1)
         assert r.accepted_step == 0 and pl.count_parameters(r.model) == P0
         assert "already meets" in r.stop_reason and len(r.report.steps) == 1
 
@@ -326,7 +326,7 @@ def test_nan_inputs_are_refused_or_skipped():
         pl.tvs_scores(small(), data=nan, input_shape=S)
     m = small()
     with pytest.warns(RuntimeWarning, match="batch 0 .* NaN"):
-        r = pl.bn_recalibrate(m, nan)
+        r = pl.bn_recalibrate(m, data=nan)
     for (a, b), (c, d) in zip(_stats(m), _stats(r)):
         assert torch.equal(a, c) and torch.equal(b, d)        # every batch skipped: statistics kept
 
@@ -363,7 +363,7 @@ def fine_tuning():
     lambda m: pl.compare_latency({"m": m}, (2, 3, 16, 16), warmup=1, repeats=1),
     lambda m: pl.measure_latency(m, (2, 3, 16, 16), warmup=1, repeats=1),
     lambda m: pl.tvs_scores(m, pl.discover(m, S), data=loader()),
-    lambda m: pl.bn_recalibrate(m, loader(), inplace=True)],
+    lambda m: pl.bn_recalibrate(m, data=loader(), inplace=True)],
     ids=["evaluate", "count_flops", "compare_latency", "measure_latency", "tvs_scores", "bn_recalibrate inplace"])
 def test_submodule_modes_are_restored(call):
     m = fine_tuning()
@@ -536,16 +536,16 @@ def test_tvs_label_dtypes(labels):
 def test_bn_recalibrate_skips_bn_without_running_stats():
     m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
                       nn.BatchNorm2d(8, track_running_stats=False), nn.ReLU(), Head(8)).eval()
-    r = pl.bn_recalibrate(m, loader())
+    r = pl.bn_recalibrate(m, data=loader())
     assert r[4].running_mean is None and not torch.equal(r[1].running_mean, m[1].running_mean)
     only = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8, track_running_stats=False), Head(8))
     with pytest.raises(ValueError, match="track_running_stats=False"):
-        pl.bn_recalibrate(only, loader())
+        pl.bn_recalibrate(only, data=loader())
 
 
 def test_global_prune_evaluate_returning_a_tensor():
     ev = lambda m: torch.tensor(pl.evaluate(m, loader()))
-    r = pl.global_prune(small(), "l1", pl.Target(parameters=0.3, accuracy_drop=100), input_shape=S,
+    r = pl.global_prune(small(), pl.Target(parameters=0.3, accuracy_drop=100), criterion="l1", input_shape=S,
                         progress=False, evaluate=ev)
     assert all(isinstance(s.accuracy, float) for s in r.report.steps)
 
@@ -555,13 +555,13 @@ def test_criterion_scoring_another_graph():
         return pl.l1_scores(model, input_shape=S)
 
     with pytest.raises(ValueError, match="must score the graph it is given"):
-        pl.global_prune(small(), mine, pl.Target(parameters=0.3), input_shape=S, progress=False)
+        pl.global_prune(small(), pl.Target(parameters=0.3), criterion=mine, input_shape=S, progress=False)
 
 
 def test_no_prunable_dfc_names_the_reasons():
     m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.Flatten(), nn.Linear(8 * 14 * 14, 3))
     with pytest.raises(ValueError, match="no prunable DFC.*GroupNorm") as e:
-        pl.global_prune(m, "l1", pl.Target(parameters=0.3), input_shape=S, progress=False)
+        pl.global_prune(m, pl.Target(parameters=0.3), criterion="l1", input_shape=S, progress=False)
     assert "coupled=True" not in str(e.value)
 
 
@@ -683,18 +683,18 @@ def test_target_takes_numpy_and_tensor_scalars():
 
 def test_iter_tvs_prune_keywords_use_target_validation():
     with pytest.warns(UserWarning, match="Target.accuracy_drop is NaN"):
-        r = pl.iter_tvs_prune(small(), loader(64, 16), lambda m: 100.0, max_drop=math.nan, input_shape=S,
+        r = pl.iter_tvs_prune(small(), pl.Target(accuracy_drop=math.nan), data=loader(64, 16), evaluate=lambda m: 100.0, input_shape=S,
                               max_iterations=2)
     assert all(not a.accepted for a in r.attempts)
-    assert pl.iter_tvs_prune(small(), loader(64, 16), lambda m: 100.0, target_sparsity=np.float64(0.0),
-                             input_shape=S).stop_reason == "target sparsity reached"
+    assert pl.iter_tvs_prune(small(), pl.Target(parameters=np.float64(0.0)), data=loader(64, 16), evaluate=lambda m: 100.0,
+                             input_shape=S).stop_reason.startswith("parameters at most 100% of the unpruned")
 
 
 def test_quiet_run_gives_no_warning():
     """The checks warn only where something is odd: an ordinary run is silent."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pl.bn_recalibrate(small(), loader())
+        pl.bn_recalibrate(small(), data=loader())
         pl.tvs_scores(small(), data=loader(), input_shape=S)
-        pl.global_prune(small(), "l1", pl.Target(parameters=0.3, accuracy_drop=50), evaluate=loader(),
+        pl.global_prune(small(), pl.Target(parameters=0.3, accuracy_drop=50), criterion="l1", evaluate=loader(),
                         input_shape=S, progress=False)

@@ -41,7 +41,7 @@ from types import ModuleType
 
 import pytest
 
-from pruning_lib.pruning import tvsprune as T
+import pruning_lib as pl
 from pruning_lib.course.checkpoints import load_checkpoint
 from pruning_lib.graph import discover
 from pruning_lib.course.data import default_data_dir, load_split
@@ -285,7 +285,7 @@ def test_tvs_oneshot_sparsities_match(tvs_first_step, checkpoint):
     model, _ = checkpoint(a.model)
     _, scores = tvs_first_step
     for row in stored(name)["rows"]:
-        got = round(100 * T.prune_to_sparsity(model, scores, tvs_target(a, row)).sparsity, 3)
+        got = round(100 * pl.prune_to_sparsity(model, pl.Target(parameters=tvs_target(a, row)), criterion=scores).sparsity, 3)
         assert got == row["tvs_oneshot"]["sparsity_%"], (
             f"{name} target {row['target_%']} %: one-shot TVS sparsity {got} % now, "
             f"{row['tvs_oneshot']['sparsity_%']} % stored")
@@ -301,7 +301,7 @@ def test_tvs_baseline_sparsities_match(checkpoint, name):
     assert data["checkpoint"] == str(script("tvsprune_experiments").checkpoint_path(a).relative_to(ROOT))
     assert data["checkpoint_test_accuracy"] == meta["test_accuracy"]
     assert data["bn_cutout"] == script("tvsprune_experiments").bn_cutout(meta)
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     baseline = script("tvsprune_experiments").baseline
     for row in data["rows"][:TVS_FILES[name]]:
         target = tvs_target(a, row)
@@ -322,7 +322,7 @@ def test_bn_recalibration_accuracy_matches(checkpoint, split):
     s = script("tvsprune_experiments")
     model, meta = checkpoint(a.model)
     row = stored(name)["rows"][0]
-    pruned = s.baseline(model, discover(model), "l1", tvs_target(a, row)).model
+    pruned = s.baseline(model, discover(model, (1, 3, 32, 32)), "l1", tvs_target(a, row)).model
     recal = s.recalibrate(pruned, split("dist", a.model), s.bn_cutout(meta), variance=False)
     test = split("test", a.model)
     acc = evaluate(recal, test)

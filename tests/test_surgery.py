@@ -139,7 +139,7 @@ def test_fuzz_random_multi_dfc_prunes():
 
 def test_caller_model_untouched_unless_inplace():
     model = get_model("resnet20").eval()
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     pruned = prune(model, graph, {0: [0, 1], 2: [5]})
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -150,7 +150,7 @@ def test_caller_model_untouched_unless_inplace():
 
 def test_refuses_to_empty_a_dfc_or_touch_unprunable_channels():
     model = get_model("resnet20")
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     with pytest.raises(PruningError, match="keep at least one channel"):
         prune(model, graph, {0: range(graph.dfcs[0].channels)})
     with pytest.raises(PruningError, match="network output"):
@@ -236,11 +236,11 @@ def test_same_dfc_by_index_and_by_object_counts_once():
 
 def test_dfc_of_another_graph_is_refused():
     model, graph = built("resnet20")
-    older = discover(model)
+    older = discover(model, (1, 3, 32, 32))
     with pytest.raises(PruningError, match=r"DFC #0 .* is not a DFC of this graph.*another \(or an older\) discovery"):
         prune(model, graph, {older.dfcs[0]: [0]})
     once = prune(model, graph, {0: [1]})
-    again = discover(once)
+    again = discover(once, (1, 3, 32, 32))
     with pytest.raises(PruningError, match="not a DFC of this graph"):
         prune(once, again, {graph.dfcs[1]: [0]})
 

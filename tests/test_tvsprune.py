@@ -9,7 +9,9 @@ from torch import nn
 
 from conftest import make_images
 from pruning_lib.course import data as cdata
-from pruning_lib.pruning import tvsprune as T
+import pruning_lib as pl
+from pruning_lib.pruning import tvsprune
+from pruning_lib.scoring.tvs import STREAM_REDUCE
 from pruning_lib.graph import discover
 from pruning_lib.measure import count_parameters
 from pruning_lib.surgery import predicted_parameters
@@ -76,30 +78,31 @@ def test_toy_is_trained(toy):
 
 def test_scores_cover_every_dfc_including_the_coupled_stream(toy):
     model, dist, _, _ = toy
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     assert graph.num_coupled >= 1
-    scores = T.tvs_scores(model, graph, data=dist)
+    scores = pl.tvs_scores(model, graph, data=dist)
     for d in graph.dfcs:
         s = scores[d]
         assert s.shape == (d.channels,) and torch.isfinite(s).all() and (s >= 0).all()
     stream = next(d for d in graph.dfcs if len(d.feed_in) > 1)
-    means = {r: T.tvs_scores(model, graph, data=dist, stream_reduce=r)[stream] for r in T.STREAM_REDUCE}
+    means = {r: pl.tvs_scores(model, graph, data=dist, stream_reduce=r)[stream] for r in STREAM_REDUCE}
     assert (means["min"] <= means["mean"] + 1e-12).all() and (means["mean"] <= means["max"] + 1e-12).all()
     with pytest.raises(ValueError, match="stream_reduce"):
-        T.tvs_scores(model, graph, data=dist, stream_reduce="median")
+        pl.tvs_scores(model, graph, data=dist, stream_reduce="median")
 
 
 def test_one_shot_follows_the_eps_rule_and_shrinks_physically(toy):
     model, dist, _, _ = toy
     before = _state(model)
-    graph = discover(model)
-    scores = T.tvs_scores(model, graph, data=dist)
-    res = T.tvs_prune(model, graph, dist, eps=0.5, scores=scores)
+    graph = discover(model, (1, 3, 32, 32))
+    scores = pl.tvs_scores(model, graph, data=dist)
+    res = pl.tvs_prune(model, 0.5, data=dist, graph=graph, scores=scores)
     for d in graph.dfcs:
         s = scores[d]
         n = s / s.max()
         expected = torch.nonzero(n <= 0.5 * n.mean()).flatten().tolist()      # the released rule
-        assert res.removals.get(d.index, []) == expected
+        assert res.removals().get(d, []) == expected
+        assert res.removed.get(tuple(sorted(d.A)), []) == expected
     assert res.channels_removed > 0
     assert res.parameters_after == count_parameters(res.model) < count_parameters(model)
     assert res.model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
@@ -108,10 +111,10 @@ def test_one_shot_follows_the_eps_rule_and_shrinks_physically(toy):
 
 def test_one_shot_never_empties_a_dfc(toy):
     model, dist, _, _ = toy
-    graph = discover(model)
-    res = T.tvs_prune(model, graph, dist, eps=1e6)
+    graph = discover(model, (1, 3, 32, 32))
+    res = pl.tvs_prune(model, 1e6, data=dist, graph=graph)
     for d in graph.dfcs:
-        assert len(res.removals.get(d.index, [])) == d.channels - 1
+        assert len(res.removals().get(d, [])) == d.channels - 1
     assert res.model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
@@ -119,10 +122,10 @@ def test_iterative_reaches_the_target_without_overshooting(toy):
     model, dist, val, _ = toy
     before = _state(model)
     p0 = count_parameters(model)
-    res = T.iter_tvs_prune(model, dist, val, target_sparsity=0.12, max_step=0.05)
+    res = pl.iter_tvs_prune(model, pl.Target(parameters=0.12), data=dist, evaluate=val, max_step=0.05)
     assert "target" in res.stop_reason
     assert res.sparsity <= 0.12 + 1e-12                      # never more than the target
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     biggest = max(p0 - predicted_parameters(model, graph, {d: [0]}) for d in graph.dfcs)
     assert res.sparsity >= 0.12 - biggest / p0               # within one channel of it
     assert res.parameters_after == count_parameters(res.model)
@@ -137,14 +140,14 @@ def test_iterative_reaches_the_target_without_overshooting(toy):
 def test_scores_are_re_estimated_on_the_current_model(toy, monkeypatch):
     model, dist, val, _ = toy
     seen = []
-    real = T.tvs_scores
+    real = pl.tvs_scores
 
     def spy(m, *a, **k):
         seen.append(count_parameters(m))
         return real(m, *a, **k)
 
-    monkeypatch.setattr(T, "tvs_scores", spy)
-    res = T.iter_tvs_prune(model, dist, val, target_sparsity=0.12, max_step=0.04)
+    monkeypatch.setattr(tvsprune, "tvs_scores", spy)
+    res = pl.iter_tvs_prune(model, pl.Target(parameters=0.12), data=dist, evaluate=val, max_step=0.04)
     accepted = [s.parameters for s in res.report.steps]
     assert len(seen) >= len(accepted) - 1 >= 2
     assert seen[:len(accepted)] == accepted[:len(seen)]      # each estimate on the model of that step
@@ -162,15 +165,15 @@ def test_accuracy_gate_uses_val_never_test(toy, monkeypatch):
         return real(m, split, *a, **k)
 
     monkeypatch.setattr(accuracy, "evaluate", spy)
-    T.iter_tvs_prune(model, dist, val, max_drop=5.0, max_iterations=4)
+    pl.iter_tvs_prune(model, pl.Target(accuracy_drop=5.0), data=dist, evaluate=val, max_iterations=4)
     assert used and set(used) == {"val"}
     with pytest.raises(ValueError, match="test split"):
-        T.iter_tvs_prune(model, dist, test, target_sparsity=0.1)
+        pl.iter_tvs_prune(model, pl.Target(parameters=0.1), data=dist, evaluate=test)
 
 
 def test_terminates_when_every_step_is_rejected(toy):
     model, dist, val, _ = toy
-    res = T.iter_tvs_prune(model, dist, lambda m: 50.0, min_accuracy=60.0, eps0=0.5, eps_step=0.1)
+    res = pl.iter_tvs_prune(model, pl.Target(min_accuracy=60.0), data=dist, evaluate=lambda m: 50.0, eps0=0.5, eps_step=0.1)
     assert res.stop_reason in ("eps reached 0",) or res.stop_reason.startswith("no channel")
     assert res.sparsity == 0.0 and len(res.report.steps) == 1
     assert res.iterations <= 5 and not any(a.accepted for a in res.attempts)
@@ -178,7 +181,7 @@ def test_terminates_when_every_step_is_rejected(toy):
 
 def test_terminates_with_an_accuracy_floor_only(toy):
     model, dist, val, _ = toy
-    res = T.iter_tvs_prune(model, dist, val, max_drop=100.0, eps0=0.5, max_iterations=50)
+    res = pl.iter_tvs_prune(model, pl.Target(accuracy_drop=100.0), data=dist, evaluate=val, eps0=0.5, max_iterations=50)
     assert res.iterations < 50 and res.stop_reason.startswith("no channel")   # ran out of candidates
     assert res.sparsity > 0
 
@@ -186,11 +189,11 @@ def test_terminates_with_an_accuracy_floor_only(toy):
 def test_bad_arguments_are_refused(toy):
     model, dist, val, _ = toy
     with pytest.raises(ValueError, match="give a target"):
-        T.iter_tvs_prune(model, dist, val)
+        pl.iter_tvs_prune(model, pl.Target(), data=dist, evaluate=val)
     with pytest.raises(ValueError, match="fraction"):
-        T.iter_tvs_prune(model, dist, val, target_sparsity=3.5)
+        pl.iter_tvs_prune(model, pl.Target(parameters=3.5), data=dist, evaluate=val)
     with pytest.raises(ValueError, match="eps"):
-        T.tvs_prune(model, data=dist, eps=0.0)
+        pl.tvs_prune(model, 0.0, data=dist)
 
 
 def _with_bn_stats_shifted(model, mean_shift, var_scale=1.0):
@@ -207,7 +210,7 @@ def test_bn_recalibration_restores_corrupted_statistics(toy):
     model, dist, val, _ = toy
     broken = _with_bn_stats_shifted(model, 0.5, 3.0)
     kept = _state(broken)
-    fixed = T.bn_recalibrate(broken, dist, augment=False)
+    fixed = pl.bn_recalibrate(broken, data=dist, augment=False)
     assert _same(kept, broken.state_dict())                  # not in place unless asked
     bn_b, bn_f = dict(broken.named_modules()), dict(fixed.named_modules())
     for name, m in bn_f.items():
@@ -220,18 +223,18 @@ def test_bn_recalibration_restores_corrupted_statistics(toy):
 
 def test_bn_recalibration_keeps_accuracy_after_pruning(toy):
     model, dist, val, _ = toy
-    res = T.iter_tvs_prune(model, dist, val, target_sparsity=0.15)
-    fixed = T.bn_recalibrate(res.model, dist, passes=1)
+    res = pl.iter_tvs_prune(model, pl.Target(parameters=0.15), data=dist, evaluate=val)
+    fixed = pl.bn_recalibrate(res.model, data=dist, passes=1)
     assert evaluate(fixed, val) >= evaluate(res.model, val) - 2.0
-    same = T.bn_recalibrate(res.model, dist, inplace=True, augment=False)
+    same = pl.bn_recalibrate(res.model, data=dist, inplace=True, augment=False)
     assert same is res.model
 
 
 def test_bn_mean_recalibration_fixes_means_and_keeps_trained_variances(toy):
     model, dist, val, _ = toy
     shifted = _with_bn_stats_shifted(model, 0.5)
-    fixed = T.bn_recalibrate(shifted, dist, augment=False, variance=False)
-    full = T.bn_recalibrate(shifted, dist, augment=False)
+    fixed = pl.bn_recalibrate(shifted, data=dist, augment=False, variance=False)
+    full = pl.bn_recalibrate(shifted, data=dist, augment=False)
     bn_s, bn_f, bn_full = (dict(x.named_modules()) for x in (shifted, fixed, full))
     for name, m in bn_f.items():
         if isinstance(m, nn.BatchNorm2d):
@@ -243,10 +246,13 @@ def test_bn_mean_recalibration_fixes_means_and_keeps_trained_variances(toy):
 
 def test_baselines_at_the_same_sparsity(toy):
     model, dist, _, _ = toy
-    graph = discover(model)
+    graph = discover(model, (1, 3, 32, 32))
     for crit in ("l1", "random"):
-        res = T.prune_to_sparsity(model, T.baseline_scores(model, graph, crit), 0.1)
+        res = pl.prune_to_sparsity(model, pl.Target(parameters=0.1), criterion=crit, graph=graph)
         assert 0 < res.sparsity <= 0.1 + 1e-12
         assert res.parameters_after == count_parameters(res.model)
-    with pytest.raises(ValueError, match="baseline"):
-        T.baseline_scores(model, graph, "l2")
+        assert res.channels_removed == sum(len(c) for c in res.removals().values()) > 0
+    with pytest.raises(ValueError, match="unknown criterion"):
+        pl.prune_to_sparsity(model, pl.Target(parameters=0.1), criterion="l2", graph=graph)
+    with pytest.raises(TypeError, match="flops"):
+        pl.prune_to_sparsity(model, pl.Target(flops=0.1), criterion="l1", graph=graph)

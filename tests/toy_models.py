@@ -26,11 +26,20 @@ def randomised(model: nn.Module, seed: int) -> nn.Module:
 
 def silence_(model: nn.Module, graph, removals) -> nn.Module:
     """Make the channels to remove carry exactly zero into every reader (in place)."""
+    from pruning_lib.graph import HEAD_OUT
+    from pruning_lib.layers import handler_for
     every = graph.dfcs + graph.unprunable + graph.grouped          # by index (a DFC's .index)
     with torch.no_grad():
         for key, chans in removals.items():
             for ref in every[key].feed_out:
-                model.get_submodule(ref.module).weight[:, ref.indices(chans)] = 0
+                m = model.get_submodule(ref.module)
+                if ref.role == HEAD_OUT:                           # a head: its output projection columns
+                    weight, cols = handler_for(m).head_columns(m, ref.indices(chans))
+                    weight[:, cols] = 0
+                elif hasattr(handler_for(m), "out_weight"):        # an attention reading channels
+                    m.in_proj_weight[:, ref.indices(chans)] = 0
+                else:
+                    m.weight[:, ref.indices(chans)] = 0
     return model
 
 
@@ -269,3 +278,69 @@ class GroupedNet(nn.Module):
         z = z + self.g2(z)
         z = torch.relu(self.g3(torch.cat([self.a(z), self.b(z)], 1)))
         return self.fc(z.mean((2, 3)))
+
+
+class LayerScaleNet(nn.Module):
+    """A ConvNeXt-like block without its LayerNorm: channels-last MLP (permute, Linear, GELU,
+    Linear, permute back), a per-channel layer scale (C, 1, 1) multiplied by broadcast, a residual
+    addition; a conv reads the stream. The stream (stem, fc2, layer scale) and the hidden units
+    are both prunable; ``shared_scale`` also reads the scale elsewhere (then it must stay whole)."""
+
+    def __init__(self, c: int = 6, hidden: int = 12, shared_scale: bool = False):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.fc1 = nn.Linear(c, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, c)
+        self.layer_scale = nn.Parameter(torch.rand(c, 1, 1) + 0.5)
+        self.head = nn.Conv2d(c, 4, 1)
+        self.shared_scale = shared_scale
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.fc2(self.act(self.fc1(y))).permute(0, 3, 1, 2)
+        x = x + self.layer_scale * y
+        if self.shared_scale:
+            x = x + self.layer_scale.sum()
+        return self.head(x)
+
+
+class TokenNet(nn.Module):
+    """A ViT-like stem without LayerNorms: patches by a strided conv, flattened to tokens
+    (reshape, transpose), a class token (1, 1, C) concatenated, a positional embedding (1, L, C)
+    added, a token MLP with a residual, a mean over tokens, a Linear head. The stream (patch conv,
+    class token, positional embedding, fc2) and the MLP hidden units are prunable."""
+
+    def __init__(self, c: int = 8, hidden: int = 10, tokens: int = 4):
+        super().__init__()
+        self.proj = nn.Conv2d(3, c, 4, stride=4)
+        self.class_token = nn.Parameter(torch.randn(1, 1, c))
+        self.pos_embedding = nn.Parameter(torch.randn(1, tokens + 1, c))
+        self.fc1 = nn.Linear(c, hidden)
+        self.fc2 = nn.Linear(hidden, c)
+        self.head = nn.Linear(c, 3)
+
+    def forward(self, x):
+        x = self.proj(x)
+        n, c = x.shape[0], x.shape[1]
+        x = x.reshape(n, c, -1).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1) + self.pos_embedding
+        x = x + self.fc2(torch.relu(self.fc1(x)))
+        return self.head(x.mean(dim=1))
+
+
+class LayerNormMLP(nn.Module):
+    """Tokens through a LayerNorm before an MLP: the LayerNorm's channels are refused (not exact),
+    the MLP hidden units are prunable; with ``inexact_norms`` the normalised stream is too."""
+
+    def __init__(self, c: int = 6, hidden: int = 8):
+        super().__init__()
+        self.embed = nn.Linear(5, c)
+        self.norm = nn.LayerNorm(c)
+        self.fc1 = nn.Linear(c, hidden)
+        self.fc2 = nn.Linear(hidden, 3)
+
+    def forward(self, x):                      # x: (N, L, 5)
+        return self.fc2(torch.tanh(self.fc1(self.norm(self.embed(x))))).sum(1)

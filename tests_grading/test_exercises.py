@@ -1,7 +1,7 @@
-"""pruning_lib.exercises: a blank hole raises a clear error; skip_until_done turns only that into a message."""
+"""pruning_lib.course.exercises: a blank hole raises a clear error; skip_until_done turns only that into a message."""
 import pytest
 
-from pruning_lib.exercises import ExerciseNotDone, hole, skip_until_done
+from pruning_lib.course.exercises import ExerciseNotDone, hole, skip_until_done
 
 
 def test_hole_raises_not_implemented_naming_the_question():
@@ -45,7 +45,7 @@ import math  # noqa: E402
 
 import torch  # noqa: E402
 
-from pruning_lib.exercises import CheckFailed, check, checking  # noqa: E402
+from pruning_lib.course.exercises import CheckFailed, check, checking  # noqa: E402
 
 
 def test_check_passes_equal_values_silently():

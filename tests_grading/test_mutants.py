@@ -194,7 +194,7 @@ def test_no_cell_rebinds_the_exercise_helpers(master):
             elif isinstance(node, (ast.For, ast.comprehension)):
                 targets = [node.target]
             elif isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in helpers:
-                raise AssertionError(f"{master.name} cell {i}: defines {node.name}, which shadows pruning_lib.exercises")
+                raise AssertionError(f"{master.name} cell {i}: defines {node.name}, which shadows pruning_lib.course.exercises")
             names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
             assert not names & helpers, (f"{master.name} cell {i}: assigns {sorted(names & helpers)}, which shadows "
-                                         "pruning_lib.exercises' helper of that name; rename the variable")
+                                         "pruning_lib.course.exercises' helper of that name; rename the variable")

@@ -19,6 +19,14 @@ and refused along the batch or channel axis (a max over channels mixes them); pa
 channels and 2-D pools of 3-D tensors (which pool across channels) are refused too. Layers named
 in ``leaf_modules``, parametrised ones (weight_norm, spectral_norm), ones with tied weights and ones
 whose parameters the graph also reads directly keep their channels whole.
+Channels need not lie on axis 1: a Linear acts on the last axis of tokens (N, L, C) or of a
+channels-last map (N, H, W, C); permute / transpose move the channel axis, reshapes that keep it
+whole map it to its new place; a model tensor broadcast over the channels (a layer scale, a class
+token, a positional embedding) is sliced with them when nothing else reads it. Attention modules
+with a handler (``nn.MultiheadAttention``, MaxViT's relative attention) read and write channels
+like a Linear and have their heads as a DFC of their own (head j: its q, k, v rows and output
+columns). A LayerNorm over the channels is refused (it mixes them: no removal is exact) unless
+``inexact_norms=True``. See docs/transformers.md.
 A grouped (non-depthwise) convolution reads input group j only into output group j, so its input
 and output channels are one space pruned by whole groups: such DFCs, whose channel is a block of
 ``ChannelRef.block`` layer channels, are listed apart in ``ChannelGraph.grouped`` (prune() takes
@@ -32,13 +40,15 @@ import torch
 from torch import nn
 
 from ..modes import eval_mode, kept_modes, unmaterialised
+from ..sources import input_shape_for
 
 from .propagation import Propagation
 from .tracing import ShapeError, frozen_modules, propagate_shapes, trace
 from .types import ChannelGraph, UntraceableModelError
 
 
-def discover(model: nn.Module, input_shape: tuple = (1, 3, 32, 32), leaf_modules: Iterable = ()) -> ChannelGraph:
+def discover(model: nn.Module, input_shape: tuple | None = None, leaf_modules: Iterable = (),
+             inexact_norms: bool = False) -> ChannelGraph:
     """Every DFC of ``model``, found on its ``torch.fx`` graph at an input of ``input_shape``.
 
     The model is not modified (every submodule's train/eval mode is restored; a model with lazy
@@ -49,7 +59,13 @@ def discover(model: nn.Module, input_shape: tuple = (1, 3, 32, 32), leaf_modules
     names or types to keep opaque (for parts torch.fx cannot trace); their channels stay whole,
     as do those of parametrised layers, of layers with forward hooks and of layers sharing
     (tying) a Parameter. The model must take one tensor (see the error for a wrapper).
+
+    Channels a LayerNorm normalises together are refused: no removal of them is exact.
+    ``inexact_norms=True`` makes such LayerNorm modules dependent layers instead (their affine
+    entries go with the channels, as Torch-Pruning does); those DFCs list why in ``DFC.inexact``,
+    and :func:`pruning_lib.surgery.output_change` measures what a prune of them changes.
     """
+    input_shape = input_shape_for(input_shape, None, "discover(model, input_shape)")
     leaf_modules = tuple(leaf_modules)
     model = unmaterialised(model)                    # the shape pass would materialise lazy modules
     gm = _trace_modes(model, leaf_modules)
@@ -64,7 +80,7 @@ def discover(model: nn.Module, input_shape: tuple = (1, 3, 32, 32), leaf_modules
         raise ValueError(f"running {type(model).__name__} on an input of shape {tuple(input_shape)} "
                          f"failed {what}. Pass the input_shape the model expects (N, C, H, W), "
                          "e.g. (1, 3, 32, 32) for CIFAR models.") from e
-    return Propagation(gm, frozen_modules(model, gm, leaf_modules)).run(tuple(input_shape))
+    return Propagation(gm, frozen_modules(model, gm, leaf_modules), inexact_norms).run(tuple(input_shape))
 
 
 def _trace_modes(model: nn.Module, leaf_modules: tuple):

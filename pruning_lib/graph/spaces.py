@@ -16,6 +16,7 @@ class _Spaces:
         self.reasons: dict[int, list[str]] = {}
         self.refs: dict[int, list[tuple[ChannelRef, frozenset]]] = {}
         self.bn_after: dict[int, dict[str, str]] = {}
+        self.inexact: dict[int, list[str]] = {}       # why pruning the space is not exact (opt-in)
         self.unit: list[int] = []                    # base channels per DFC channel (whole groups)
 
     def new(self, length: int, reason: str | None = None) -> int:
@@ -41,7 +42,7 @@ class _Spaces:
             self.mark(ri, f"joins channel spaces of different sizes ({self.length[ri]} vs {self.length[rj]})")
         self.parent[rj] = ri
         self.unit[ri] = math.lcm(self.unit[ri], self.unit[rj])
-        for d in (self.reasons, self.refs, self.bn_after):
+        for d in (self.reasons, self.refs, self.bn_after, self.inexact):
             if rj in d:
                 src = d.pop(rj)
                 if isinstance(src, dict):
@@ -54,6 +55,11 @@ class _Spaces:
         r = self.reasons.setdefault(self.find(i), [])
         if reason not in r:
             r.append(reason)
+
+    def note_inexact(self, i: int, why: str) -> None:
+        r = self.inexact.setdefault(self.find(i), [])
+        if why not in r:
+            r.append(why)
 
     def add_ref(self, i: int, ref: ChannelRef, origins: frozenset = frozenset(), width: Fraction = Fraction(1)) -> None:
         """``width``: the layer's channels per base channel of the space (a grouped conv changes it)."""
@@ -80,18 +86,20 @@ class _Seg:
 
 @dataclass(frozen=True)
 class _Desc:
-    """The channel dimension (dim 1) of a traced tensor: segments side by side; each channel spans
-    ``stride`` consecutive positions (1, or H*W after a flatten)."""
+    """The channel axis of a traced tensor: segments side by side; each channel spans ``stride``
+    consecutive positions (1, or H*W after a flatten). ``dim``: the axis that holds the channels
+    (1 for (N, C, ...) maps; the last one for tokens (N, L, C) and channels-last maps)."""
     segs: tuple
     stride: int = 1
     pooled: str = ""        # "sum" / "amax": a global spatial sum or max made these (N, C) values
+    dim: int = 1
 
     @property
     def channels(self) -> int:
         return sum(s.channels for s in self.segs)
 
     def layout(self) -> list:
-        return [(s.length, s.width) for s in self.segs] + [self.stride]
+        return [(s.length, s.width) for s in self.segs] + [self.stride, self.dim]
 
 
 

@@ -12,6 +12,8 @@ from typing import Iterable
 
 FEED_IN, DEPENDENT, FEED_OUT = "feed_in", "dependent", "feed_out"
 GROUPED_IN = "grouped_in"       # the input side of a grouped conv, pruned by whole groups
+PARAM = "parameter"             # a tensor of the model (layer scale, token) broadcast over the channels
+HEAD_IN, HEAD_OUT = "head_in", "head_out"   # an attention's heads: their q, k, v rows / output columns
 
 
 class UntraceableModelError(RuntimeError):
@@ -24,12 +26,17 @@ class ChannelRef:
     output (feed-in, dependent) or input (feed-out, grouped-in) channels. ``stride`` > 1 when a
     Linear reads a flattened map: channel k is then the ``stride`` features starting at
     ``(offset + k) * stride``. ``block`` > 1 in a DFC through a grouped conv, whose channel k is a
-    whole group: the ``block`` layer channels starting at ``offset + k * block``."""
+    whole group: the ``block`` layer channels starting at ``offset + k * block``. ``axis``: the
+    tensor axis that holds the channels where the layer meets them (1 for a conv or a Linear on
+    (N, C); the last axis for a Linear or LayerNorm over tokens or a channels-last map). For a
+    ``PARAM`` ref, ``module`` is the tensor's qualified name and ``axis`` the tensor's own axis
+    that is sliced (a per-channel scale of shape (C, 1, 1) multiplied by broadcast: axis 0)."""
     module: str
     role: str
     offset: int = 0
     stride: int = 1
     block: int = 1
+    axis: int = 1
 
     def indices(self, channels: Iterable[int]) -> list[int]:
         """Positions in the layer's dimension that hold the given DFC channels."""
@@ -50,10 +57,23 @@ class DFC:
     reasons: list[str] = field(default_factory=list)
     upstream: dict[str, list[str]] = field(default_factory=dict)   # feed-out b -> feed-in a reaching b
     bn_after: dict[str, str] = field(default_factory=dict)         # feed-in a -> the BN applied to a's output
+    # why removing a channel is NOT exact (a LayerNorm over the channels, taken by the opt-in
+    # discover(..., inexact_norms=True)); empty for the exact DFCs, the default
+    inexact: list[str] = field(default_factory=list)
 
     @property
     def coupled(self) -> bool:
         return len(self.feed_in) > 1 or len(self.feed_out) > 1
+
+    @property
+    def exact(self) -> bool:
+        """Whether removing a channel only removes its contributions (no LayerNorm over the channels)."""
+        return not self.inexact
+
+    @property
+    def params(self) -> list[str]:
+        """The model tensors (layer scales, tokens) sliced with the channels, by qualified name."""
+        return [r.module for r in self.dependent if r.role == PARAM]
 
     @property
     def A(self) -> list[str]:
@@ -71,6 +91,8 @@ class DFC:
         state = "coupled" if self.coupled else "single"
         if not self.prunable:
             state = "unprunable: " + "; ".join(self.reasons)
+        elif self.inexact:
+            state += ", NOT exact: " + "; ".join(self.inexact)
         return (f"DFC#{self.index}({self.channels} ch, {state}, A={_short(self.A)}, "
                 f"D={_short(self.D)}, B={_short(self.B)})")
 
@@ -92,6 +114,8 @@ class ChannelGraph:
     # feed-out layer -> "sum" or "amax" when it reads channels through a global spatial sum or max
     # (not an average): DFPC's bound then uses the all-ones matrix, not 1/(H*W)
     global_pool: dict[str, str] = field(default_factory=dict)
+    # model tensor (qualified name) sliced as a PARAM ref -> its shape when discovered
+    params: dict[str, tuple] = field(default_factory=dict)
 
     @property
     def num_coupled(self) -> int:
@@ -119,7 +143,7 @@ class ChannelGraph:
         """One plain row per DFC (prunable first), for a table."""
         return [{"dfc": d.index, "channels": d.channels, "coupled": d.coupled, "prunable": d.prunable,
                  "|A|": len(d.feed_in), "|D|": len(d.dependent), "|B|": len(d.feed_out),
-                 "A": ", ".join(d.A), "B": ", ".join(d.B), "reason": "; ".join(d.reasons)}
+                 "A": ", ".join(d.A), "B": ", ".join(d.B), "reason": "; ".join(d.reasons + d.inexact)}
                 for d in self.dfcs + self.unprunable + self.grouped]
 
     def table(self, max_names: int = 3) -> str:
@@ -131,6 +155,8 @@ class ChannelGraph:
             tail = f"{_short(d.A, max_names)} -> {_short(d.B, max_names)}"
             if not d.prunable:
                 tail += "  [unprunable: " + "; ".join(d.reasons) + "]"
+            elif d.inexact:
+                tail += "  [NOT exact: " + "; ".join(d.inexact) + "]"
             elif d in self.grouped:
                 tail += f"  [by whole groups of {max(r.block for r in d.feed_in + d.dependent + d.feed_out)} channels]"
             lines.append(f"{d.index:>4} {d.channels:>5} {flag:>3} {len(d.feed_in):>3} "
@@ -138,5 +164,5 @@ class ChannelGraph:
         return "\n".join(lines)
 
 
-__all__ = ["FEED_IN", "DEPENDENT", "FEED_OUT", "GROUPED_IN", "UntraceableModelError", "ChannelRef", "DFC",
+__all__ = ["FEED_IN", "DEPENDENT", "FEED_OUT", "GROUPED_IN", "PARAM", "HEAD_IN", "HEAD_OUT", "UntraceableModelError", "ChannelRef", "DFC",
            "ChannelGraph"]

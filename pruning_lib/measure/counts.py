@@ -6,6 +6,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..modes import eval_mode, unmaterialised
+from ..sources import input_shape_for
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -22,13 +23,20 @@ def example_input(model: nn.Module, input_shape: tuple, device=None) -> torch.Te
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, input_shape: tuple = (1, 3, 32, 32)) -> int:
+def count_flops(model: nn.Module, input_shape: tuple | None = None) -> int:
     """FLOPs of one forward pass at ``input_shape`` (per image when the batch is 1), counted by
     ``torch.utils.flop_counter`` (a multiply-add counts as 2 FLOPs; convs and matmuls only). Runs in
-    eval mode; every submodule's mode is restored."""
+    eval mode; every submodule's mode is restored. ``input_shape`` is required (no dataset's shape
+    is assumed)."""
+    input_shape = input_shape_for(input_shape, None, "count_flops(model, input_shape)")
     model = unmaterialised(model)
-    with eval_mode(model), FlopCounterMode(display=False) as counter:
-        model(example_input(model, input_shape))
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)    # MultiheadAttention's fused eval path hides its matmuls
+    try:
+        with eval_mode(model), FlopCounterMode(display=False) as counter:
+            model(example_input(model, input_shape))
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
     return int(counter.get_total_flops())
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..modes import eval_mode, unmaterialised
+from ..sources import input_shape_for
 from .counts import example_input
 
 
@@ -63,13 +64,14 @@ def _result(times: list[float], batch: int, threads: int, device: torch.device) 
                          str(device), len(ms), round(statistics.fmean(ms), 4))
 
 
-def compare_latency(models: dict[str, nn.Module], input_shape: tuple = (64, 3, 32, 32), warmup: int = 3,
+def compare_latency(models: dict[str, nn.Module], input_shape: tuple | None = None, warmup: int = 3,
                     repeats: int = 10, threads: int | None = None, device: str | torch.device = "cpu"
                     ) -> dict[str, LatencyResult]:
     """Time several models in one run, interleaved pass by pass, so that they share the machine's
     state (load, clock, caches) and their ratios are fair. Each model runs in eval mode on
     ``device``; the caller's models are left as they were: a model on another device is timed as a
     copy moved there, and every submodule's train/eval mode is restored."""
+    input_shape = input_shape_for(input_shape, None, "compare_latency(models, input_shape)")
     device = torch.device(device)
     if not models:
         raise ValueError("compare_latency needs at least one model")
@@ -104,10 +106,11 @@ def _device_of(m: nn.Module) -> torch.device:
     return t.device if t is not None else torch.device("cpu")
 
 
-def measure_latency(model: nn.Module, input_shape: tuple = (64, 3, 32, 32), warmup: int = 3,
+def measure_latency(model: nn.Module, input_shape: tuple | None = None, warmup: int = 3,
                     repeats: int = 10, threads: int | None = None, device: str | torch.device = "cpu"
                     ) -> LatencyResult:
-    """Forward-pass latency of one model (see :func:`compare_latency` for the protocol)."""
+    """Forward-pass latency of one model at ``input_shape`` (a batch, e.g. (64, 3, 32, 32); see
+    :func:`compare_latency` for the protocol)."""
     return compare_latency({"model": model}, input_shape, warmup, repeats, threads, device)["model"]
 
 

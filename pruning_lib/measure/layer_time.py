@@ -85,7 +85,7 @@ def coupled_mac_share(model: nn.Module, graph: ChannelGraph) -> CoupledMacShare:
     return CoupledMacShare(total, coupled, coupled / total if total else 0.0, macs)
 
 
-def coupled_time_share(model: nn.Module, graph: ChannelGraph, input_shape: tuple = (16, 3, 32, 32),
+def coupled_time_share(model: nn.Module, graph: ChannelGraph, input_shape: tuple | None = None,
                        repeats: int = 5, warmup: int = 2, threads: int | None = None,
                        method: Literal["profiler", "hooks"] = "profiler", seed: int = 0) -> CoupledTimeShare:
     """Share of CPU inference time spent in conv/linear layers with coupled channels.
@@ -93,8 +93,10 @@ def coupled_time_share(model: nn.Module, graph: ChannelGraph, input_shape: tuple
     ``method="profiler"`` labels every conv/linear call with ``torch.profiler.record_function`` and
     reads the labelled CPU totals from ``torch.profiler.profile``; ``"hooks"`` reads a clock in
     forward pre/post hooks instead (no profiler overhead on the unlabelled ops). ``graph`` must be
-    ``discover(model, ...)``. The model is left as it was (hooks removed, train/eval mode restored).
+    ``discover(model, ...)``; ``input_shape`` defaults to a batch of 16 of the graph's input. The model
+    is left as it was (hooks removed, train/eval mode restored).
     """
+    input_shape = tuple(input_shape) if input_shape is not None else (16,) + tuple(graph.input_shape[1:])
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if method not in ("profiler", "hooks"):

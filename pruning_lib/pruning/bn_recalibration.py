@@ -15,7 +15,7 @@ from ..layers import is_batchnorm
 
 
 @torch.no_grad()
-def bn_recalibrate(model: nn.Module, data: DataSource | None = None, inplace: bool = False,
+def bn_recalibrate(model: nn.Module, *, data: DataSource | None = None, inplace: bool = False,
                    batch_size: int = 250, per_class: int | None = None, augment: bool | None = None,
                    cutout: int = 0, passes: int = 2, seed: int = 0, variance: bool = True) -> nn.Module:
     """Re-estimate every BatchNorm's running mean and variance on ``data`` after pruning (the
@@ -30,15 +30,13 @@ def bn_recalibrate(model: nn.Module, data: DataSource | None = None, inplace: bo
     a course split (name). ``augment`` (the default for a split; a loader is not augmented here):
     show the samples as training did (random crop and flip, plus Cutout of
     side ``cutout`` if the checkpoint was trained with it; ``passes`` passes, seeded), because the
-    running statistics the weights were trained with describe augmented inputs: measured on our
-    ResNet-20, recalibrating the UNPRUNED model on plain images costs about 3 points of val accuracy,
-    with the training augmentation about 0.2.
+    running statistics the weights were trained with describe augmented inputs (notebook 04 measures
+    what plain images cost on the unpruned model).
 
     ``variance=False`` keeps the trained running variances and replaces only the means (estimated in the
     same passes). Removing a layer's input channels removes their share of its output variance;
     re-estimating the variance then scales the surviving signal back up, against the identity path
-    of a residual block. Measured on our 91 % ResNet-56 after IterTVSPrune at 3.5 % sparsity: test
-    accuracy 90.32 % stale, 86.88 % fully recalibrated, 90.51 % with the means only (notebook 04)."""
+    of a residual block (notebook 04 compares the two after IterTVSPrune)."""
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     data = sources.per_class_subset(sources.required(data, "data", "bn_recalibrate"), per_class)

@@ -45,9 +45,11 @@ def stages(graph: ChannelGraph) -> dict[DFC, int]:
     return {d: ranks[s] for d, s in size.items()}
 
 
-def dfc_costs(model: nn.Module, graph: ChannelGraph, input_shape: tuple = (1, 3, 32, 32)) -> list[DFCCost]:
+def dfc_costs(model: nn.Module, graph: ChannelGraph, input_shape: tuple | None = None) -> list[DFCCost]:
     """FLOPs and parameters saved by removing one channel of each prunable DFC, measured by physical
-    surgery (exact, including BatchNorm and the layers that read the channel); the model is not modified."""
+    surgery (exact, including BatchNorm and the layers that read the channel); the model is not modified.
+    FLOPs at ``input_shape``, by default the graph's own input."""
+    input_shape = tuple(input_shape) if input_shape is not None else tuple(graph.input_shape)
     base_flops, base_params = count_flops(model, input_shape), count_parameters(model)
     stage = stages(graph)
     out = []

@@ -30,39 +30,28 @@ from ..scoring.base import ChannelScores, resolve_criterion
 from ..sources import DataSource, Evaluator
 from ..surgery.prune import prune
 from .report import PruningReport, PruningStep
-from .target import PruningTarget, Target
+from .result import PruningResult, named
+from .target import StopRule, Target
 
 
 @dataclass
-class GlobalPruningResult:
-    """A run: its per-step report, the accepted model (last step within the target), the graph
-    and scores of the unpruned model, and the removal order (so any step can be rebuilt)."""
-    report: PruningReport
-    model: nn.Module
-    graph: ChannelGraph
-    scores: ChannelScores
-    order: list[tuple[DFC, int]]
-    accepted_step: int
-    stop_reason: str
-    original: nn.Module = field(repr=False)
+class GlobalPruningResult(PruningResult):
+    """A global-pruning run (:class:`~pruning_lib.pruning.result.PruningResult`), plus the removal
+    order, so that any step of the report can be rebuilt (:meth:`model_at`)."""
+    order: list[tuple[DFC, int]] = field(default_factory=list, repr=False)
+    original: nn.Module | None = field(default=None, repr=False)
     prefix: list[int] = field(default_factory=list, repr=False)   # order entries taken at each step
     align: int = 1
 
     def removals(self, step: int | None = None) -> dict[DFC, list[int]]:
-        """The channels (indices of the unpruned model) removed up to ``step`` (default: accepted)."""
+        """The channels (indices of the unpruned model) removed up to ``step`` (default: accepted),
+        keyed by the DFCs of ``graph``."""
         step = self.accepted_step if step is None else step
         return step_plan(self.order, self.prefix[step], self.align)
 
     def model_at(self, step: int) -> nn.Module:
-        """The physically pruned model of a step, rebuilt from the unpruned one."""
+        """The physically pruned model of a step, rebuilt from the unpruned one (unrepaired)."""
         return prune(self.original, self.graph, self.removals(step))
-
-
-def default_input_shape(data: DataSource | None) -> tuple:
-    """One sample of ``data``'s first batch as an input shape (1, C, H, W), or CIFAR's (1, 3, 32, 32)."""
-    if data is None or sources.is_split(sources.resolve(data)):
-        return (1, 3, 32, 32)
-    return (1,) + tuple(sources.first_input(data).shape[1:])
 
 
 def check_scores(scores: ChannelScores, graph: ChannelGraph) -> None:
@@ -109,33 +98,37 @@ def step_plan(order: list[tuple[DFC, int]], n: int, align: int = 1) -> dict[DFC,
     return plan
 
 
-def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores] | ChannelScores = "dfpc",
-                 target: Target | None = None, *, data: DataSource | None = None,
-                 evaluate: Evaluator | DataSource | None = None, step_fraction: float = 0.01, coupled: bool = True,
-                 input_shape: tuple | None = None, graph: ChannelGraph | None = None,
-                 eval_split=None, latency: bool = False, latency_shape: tuple | None = None,
-                 latency_repeats: int = 10, latency_threads: int | None = None, max_steps: int | None = None,
-                 align: int = 1, progress: bool = True, name: str | None = None) -> GlobalPruningResult:
+Repair = Callable[[nn.Module, nn.Module, ChannelGraph, "dict[DFC, list[int]]"], nn.Module]
+
+
+def global_prune(model: nn.Module, target: Target | None = None, *,
+                 criterion: str | Callable[..., ChannelScores] | ChannelScores = "dfpc",
+                 data: DataSource | None = None, evaluate: Evaluator | DataSource | None = None,
+                 graph: ChannelGraph | None = None, input_shape: tuple | None = None, progress: bool = False,
+                 step_fraction: float = 0.01, coupled: bool = True, align: int = 1, max_steps: int | None = None,
+                 repair: Repair | None = None, latency: bool = False, latency_shape: tuple | None = None,
+                 latency_repeats: int = 10, latency_threads: int | None = None,
+                 name: str | None = None) -> GlobalPruningResult:
     """Prune ``model`` globally by static scores until ``target`` (or until nothing is left).
 
     ``criterion``: a registered name (``"dfpc"``, ``"l1"``, ``"random"``, ``"tvs"``; see
     :func:`pruning_lib.list_criteria`), a function (model, graph, **data) -> ChannelScores, or ready
     scores. ``data``: the samples a data-driven criterion reads (a DataLoader of (inputs, labels)).
-    ``evaluate`` (``eval_split`` is its earlier name): a data source or ``evaluate(model) -> float``
-    for the accuracy of every step (required with an accuracy target; there is no default data set). ``input_shape``: the example input for tracing and FLOPs (default: one sample
-    of ``data``'s first batch, else CIFAR's (1, 3, 32, 32)). ``latency``: measure every step against
-    the unpruned model in the same run (on by itself for a speedup target; at ``latency_shape``,
+    ``evaluate``: a data source or ``evaluate(model) -> float`` for the accuracy of every step
+    (required with an accuracy target). ``input_shape``: the example input for tracing and FLOPs
+    (default: the graph's, else one sample of ``data``; one of them is required). ``repair``:
+    ``repair(pruned, original, graph, removals) -> model`` applied to every step before it is
+    measured (how :func:`pruning_lib.repair.prune_and_repair` repairs). ``latency``: measure every step
+    against the unpruned model in the same run (on by itself for a speedup target; at ``latency_shape``,
     default a batch of 64 of ``input_shape``). ``align``: keep channel counts multiples of this (see
     :func:`step_plan`). The caller's model is never modified.
     """
-    target = target or Target()
+    target = Target() if target is None else target
     if not isinstance(target, Target):
-        raise TypeError(f"target must be a pruning_lib.Target, got {type(target).__name__}")
+        raise TypeError(f"target must be a pruning_lib.Target, got {type(target).__name__} "
+                        "(the criterion is the keyword criterion=)")
     if not 0 < step_fraction <= 1:
         raise ValueError(f"step_fraction={step_fraction}: give a fraction of the prunable channels in (0, 1]")
-    if evaluate is not None and eval_split is not None:
-        raise TypeError("give evaluate= or its earlier name eval_split=, not both")
-    evaluate = evaluate if evaluate is not None else eval_split
     if target.needs_accuracy:
         # (a reporting-only evaluate is allowed here: DFPC's curves stop on a test-accuracy drop, the
         # paper's protocol that scripts/dfpc_experiments.py reproduces)
@@ -146,13 +139,16 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
         sources.check_decides(data, "data", "global_prune")
     evaluator, eval_name = as_evaluator(evaluate) if evaluate is not None else (None, "")
     latency = latency or target.speedup is not None
-    input_shape = tuple(input_shape) if input_shape is not None else default_input_shape(data)
+    if isinstance(criterion, ChannelScores):
+        graph = criterion.graph
+    if input_shape is None and graph is not None:
+        input_shape = graph.input_shape
+    input_shape = sources.input_shape_for(input_shape, data, "global_prune")
     latency_shape = latency_shape or (64,) + input_shape[1:]
 
     base = copy.deepcopy(model).eval()
     if isinstance(criterion, ChannelScores):
         scores = criterion
-        graph = scores.graph
     else:
         graph = graph if graph is not None else discover(base, input_shape)
         fn = resolve_criterion(criterion)
@@ -196,35 +192,35 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
 
     first = measure(0, base, 0)
     report.add(first)
+    stop = StopRule(target, first)
     prefix = [0]
-    current, accepted, accepted_step = base, base, 0
+    accepted, accepted_step = base, 0
     reason = "every eligible channel but one per DFC removed"
     removed = 0
-    already = target.size_reached(first.parameters, first.parameters, first.flops, first.flops, first.speedup)
+    already = stop.reached(first)
     if already:                      # e.g. Target(parameters=0.0): the unpruned model meets it
-        total_steps, reason = 0, "; ".join(already) + " (the unpruned model already meets the target)"
+        total_steps, reason = 0, already + " (the unpruned model already meets the target)"
         first.note = "target reached"
     bar = tqdm(range(1, total_steps + 1), desc=f"pruning ({report.method})", disable=not progress)
     for step in bar:
         removed = min(step * per_step, limit)
         plan = step_plan(order, removed, align)
         current = prune(base, graph, plan)
+        if repair is not None:
+            current = repair(current, base, graph, plan)
         rec = measure(step, current, sum(len(v) for v in plan.values()))
         prefix.append(removed)
         report.add(rec)
         bar.set_postfix(params=f"{rec.parameters / first.parameters:.2f}",
                         **({"acc": f"{rec.accuracy:.1f}"} if rec.accuracy is not None else {}))
-        rejected = target.rejects(first.accuracy, rec.accuracy) if target.needs_accuracy else ""
+        rejected = stop.rejects(rec)
         if rejected:
-            rec.note = ("beyond the accuracy-drop target" if rejected.startswith("accuracy drop")
-                        else "below the accuracy floor")
             reason = rejected
             break
         accepted, accepted_step = current, step
-        hit = target.size_reached(first.parameters, rec.parameters, first.flops, rec.flops, rec.speedup)
+        hit = stop.reached(rec)
         if hit:
-            reason = "; ".join(hit)
-            rec.note = "target reached"
+            reason = hit
             break
         if removed >= limit:
             if target.channels is not None and limit < len(order):
@@ -235,8 +231,8 @@ def global_prune(model: nn.Module, criterion: str | Callable[..., ChannelScores]
             reason = f"max_steps={max_steps} reached"
     close_bar(bar, reason)
     report.info.update(accepted_step=accepted_step, stop_reason=reason)
-    return GlobalPruningResult(report, accepted, graph, scores, order, accepted_step, reason, base, prefix, align)
+    return GlobalPruningResult(accepted, report, graph, named(step_plan(order, prefix[accepted_step], align)),
+                               reason, accepted_step, scores, order, base, prefix, align)
 
 
-__all__ = ["Target", "PruningTarget", "GlobalPruningResult", "check_scores", "removal_order", "step_plan", "global_prune",
-           "default_input_shape"]
+__all__ = ["GlobalPruningResult", "Repair", "check_scores", "removal_order", "step_plan", "global_prune"]

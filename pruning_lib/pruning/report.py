@@ -147,7 +147,7 @@ class PruningReport:
             return {f"target {r['target_%']}%": cls.from_dict(r["report"]) for r in d["rows"]}
         if isinstance(d, dict) and d and all(isinstance(v, dict) and "rows" in v for v in d.values()):
             raise ValueError(f"{path} holds LDIFF experiments (per-layer rows), not pruning runs; read them "
-                             "with json.load (see pruning_lib.scoring.ldiff.LdiffResult)")
+                             "with json.load (see pruning_lib.course.ldiff_experiment.LdiffResult)")
         raise ValueError(f"{path} holds no pruning report: expected a saved PruningReport, or a results file "
                          "with 'methods' (DFPC) or 'rows' with reports (TVSPrune)")
 

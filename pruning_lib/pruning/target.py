@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -46,8 +46,6 @@ class Target:
     speedup: float | None = None
     accuracy_drop: float | None = None
     min_accuracy: float | None = None
-    # the exact kept fractions a PruningTarget was given (so its comparisons stay bit for bit)
-    _kept: tuple = field(default=(), repr=False, compare=False)
 
     def __post_init__(self):
         for name in _FIELDS:
@@ -102,9 +100,6 @@ class Target:
 
     def kept(self, name: str) -> float | None:
         """The fraction of ``parameters`` or ``flops`` to keep (1 - the fraction removed), or None."""
-        exact = dict(self._kept)
-        if name in exact:
-            return exact[name]
         v = getattr(self, name)
         return None if v is None else 1.0 - v
 
@@ -118,17 +113,31 @@ def _nan_note(*values) -> str:
     return " (NaN never passes an accuracy gate)" if any(v is not None and math.isnan(v) for v in values) else ""
 
 
-def PruningTarget(parameters: float | None = None, flops: float | None = None, speedup: float | None = None,
-                  accuracy_drop: float | None = None, channels: float | None = None) -> Target:
-    """The course's earlier spelling of a :class:`Target`, where ``parameters``/``flops`` are the
-    fractions to KEEP (in (0, 1]); ``PruningTarget(parameters=0.3)`` is ``Target(parameters=0.7)``."""
-    for name, v in (("parameters", parameters), ("flops", flops), ("channels", channels)):
-        if v is not None and not 0 < v <= 1:
-            raise ValueError(f"PruningTarget.{name}={v}: give a fraction in (0, 1], e.g. 0.5")
-    kept = tuple((k, v) for k, v in (("parameters", parameters), ("flops", flops)) if v is not None)
-    return Target(parameters=None if parameters is None else 1.0 - parameters,
-                  flops=None if flops is None else 1.0 - flops, channels=channels, speedup=speedup,
-                  accuracy_drop=accuracy_drop, _kept=kept)
+class StopRule:
+    """A :class:`Target`'s stop rules against the unpruned model's measured step (``base``): the one
+    piece every pruning loop asks whether a measured step is rejected (accuracy) or meets the target
+    (size). A step is anything with ``parameters``, ``flops``, ``accuracy``, ``speedup`` and ``note``
+    (a :class:`~pruning_lib.pruning.report.PruningStep`); the verdict is written in its ``note``."""
+
+    def __init__(self, target: Target, base):
+        self.target, self.base = target, base
+
+    def rejects(self, step) -> str:
+        """Why ``step`` fails the accuracy limits ("" when it passes, or when there are none)."""
+        if not self.target.needs_accuracy:
+            return ""
+        why = self.target.rejects(self.base.accuracy, step.accuracy)
+        if why:
+            step.note = "beyond the accuracy-drop target" if why.startswith("accuracy drop") else "below the accuracy floor"
+        return why
+
+    def reached(self, step) -> str:
+        """The size limits ``step`` meets, joined ("" when none)."""
+        hit = "; ".join(self.target.size_reached(self.base.parameters, step.parameters, self.base.flops, step.flops,
+                                                 step.speedup))
+        if hit:
+            step.note = "target reached"
+        return hit
 
 
-__all__ = ["Target", "PruningTarget"]
+__all__ = ["Target", "StopRule"]

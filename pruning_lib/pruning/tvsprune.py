@@ -25,19 +25,14 @@ from ..graph.discovery import discover
 from ..graph.types import DFC, ChannelGraph
 from ..measure.counts import count_flops, count_parameters
 from ..progress import close_bar
-from ..scoring.base import ChannelScores
-from ..scoring.magnitude import l1_scores, random_scores
-from ..scoring.tvs import STREAM_REDUCE, eps_ratios, tvs_scores
+from tqdm.auto import tqdm
+from ..scoring.base import ChannelScores, resolve_criterion
+from ..scoring.tvs import eps_ratios, tvs_scores
 from ..sources import DataSource, Evaluator
 from ..surgery.prune import predicted_parameters, prune
-from .bn_recalibration import bn_recalibrate
 from .report import PruningReport, PruningStep
-from .target import Target
-
-
-def _dfc_key(dfc: DFC) -> tuple:
-    """A name for a DFC that survives pruning (its feed-in layers), to match DFCs across graphs."""
-    return tuple(sorted(dfc.A))
+from .result import PruningResult, dfc_name, named
+from .target import StopRule, Target
 
 
 def eps_candidates(scores: ChannelScores, eps: float, min_channels: int = 1) -> dict[DFC, list[int]]:
@@ -97,75 +92,77 @@ def _count(removals: Mapping) -> int:
     return sum(len(c) for c in removals.values())
 
 
-# --------------------------------------------------------------------------- one shot
-
-class _Sparsity:
-    """The fraction of the parameters a result removed (from its ``parameters_before``/``_after``)."""
-    parameters_before: int
-    parameters_after: int
-
-    @property
-    def sparsity(self) -> float:
-        """Fraction of the parameters removed."""
-        return 1.0 - self.parameters_after / self.parameters_before
-
-
-@dataclass
-class OneShotResult(_Sparsity):
-    """A one-shot pruning: the smaller model, the channels removed per DFC (by DFC index of the
-    original graph), and the parameter counts before and after."""
-    model: nn.Module
-    removals: dict[int, list[int]]
-    scores: ChannelScores
-    parameters_before: int
-    parameters_after: int
-
-    @property
-    def channels_removed(self) -> int:
-        return _count(self.removals)
-
-
-def tvs_prune(model: nn.Module, graph: ChannelGraph | None = None, data: DataSource | None = None,
-              eps: float = 0.5, distance: str = "hellinger_lb", stream_reduce: str = "mean",
-              per_class: int | None = None, scores: ChannelScores | None = None,
-              input_shape: tuple = (1, 3, 32, 32)) -> OneShotResult:
-    """TVSPrune, one shot: score every DFC channel on ``data`` and physically remove, in each DFC,
-    the channels with s_j <= eps * mean(s) (never all of them). The caller's model is not modified."""
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0 (eps={eps} prunes nothing); the released default is 0.5")
-    graph = graph if graph is not None else discover(model, input_shape)
-    scores = scores if scores is not None else tvs_scores(model, graph, data=data, distance=distance,
-                                                          stream_reduce=stream_reduce, per_class=per_class)
-    removals = eps_candidates(scores, eps)
-    pruned = prune(model, graph, removals) if removals else copy.deepcopy(model)
-    return OneShotResult(pruned, {d.index: c for d, c in removals.items()}, scores,
-                         count_parameters(model), count_parameters(pruned))
-
-
-def prune_to_sparsity(model: nn.Module, scores: ChannelScores, target_sparsity: float,
-                      min_channels: int = 1) -> OneShotResult:
-    """One shot at a parameter budget with any criterion: channels ranked across DFCs by their
-    layer-normalised score s_j / mean(s) (the eps rule's ratio), removed lowest first until the
-    next one would remove more than ``target_sparsity`` of the parameters. The baselines (L1,
-    random) use this with their own scores, so all methods share one allocation rule."""
-    _check_fraction(target_sparsity, "target_sparsity")
-    graph = scores.graph
-    p0 = count_parameters(model)
-    every = {d: list(range(d.channels)) for d in graph.dfcs}
-    ratios = eps_ratios(scores)
-    # keep the best min_channels of each DFC out of the pool
-    pool = {}
-    for d, chans in every.items():
-        order = sorted(chans, key=lambda j: (float(scores.scores[d][j]), j))
-        pool[d] = order[:max(d.channels - min_channels, 0)]
-    removals = cap_removals(model, graph, pool, ratios, p0 * (1.0 - target_sparsity))
-    pruned = prune(model, graph, removals) if removals else copy.deepcopy(model)
-    return OneShotResult(pruned, {d.index: c for d, c in removals.items()}, scores, p0, count_parameters(pruned))
-
-
 def _check_fraction(x: float, name: str) -> None:
     if not (isinstance(x, numbers.Real) and not isinstance(x, bool) and 0.0 <= x < 1.0):
         raise ValueError(f"{name} is a fraction of the parameters in [0, 1), e.g. 0.035 for 3.5 %; got {x!r}")
+
+
+def _one_shot(model: nn.Module, graph: ChannelGraph, removals: dict[DFC, list[int]], scores: ChannelScores,
+              method: str, reason: str, name: str | None) -> PruningResult:
+    """The result of removing ``removals`` at once: a report of two steps (unpruned, pruned)."""
+    pruned = prune(model, graph, removals) if removals else copy.deepcopy(model)
+    shape = graph.input_shape
+    report = PruningReport(method, name or type(model).__name__, "")
+    report.add(PruningStep(0, 0, count_parameters(model), count_flops(model, shape), note="unpruned"))
+    report.add(PruningStep(1, _count(removals), count_parameters(pruned), count_flops(pruned, shape), note=reason))
+    return PruningResult(pruned, report, graph, named(removals), reason, 1, scores)
+
+
+# --------------------------------------------------------------------------- one shot
+
+def tvs_prune(model: nn.Module, eps: float = 0.5, *, data: DataSource | None = None,
+              graph: ChannelGraph | None = None, input_shape: tuple | None = None,
+              scores: ChannelScores | None = None, distance: str = "hellinger_lb", stream_reduce: str = "mean",
+              per_class: int | None = None, name: str | None = None) -> PruningResult:
+    """TVSPrune, one shot: score every DFC channel on ``data`` and physically remove, in each DFC,
+    the channels with s_j <= eps * mean(s) (never all of them). ``scores``: ready TVS scores (then
+    ``data`` is not read). The caller's model is not modified."""
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (eps={eps} prunes nothing); the released default is 0.5")
+    if scores is not None:
+        graph = scores.graph
+    if graph is None:
+        graph = discover(model, sources.input_shape_for(input_shape, data, "tvs_prune"))
+    if scores is None:
+        scores = tvs_scores(model, graph, data=data, distance=distance, stream_reduce=stream_reduce,
+                            per_class=per_class)
+    removals = eps_candidates(scores, eps)
+    return _one_shot(model, graph, removals, scores, "TVSPrune",
+                     f"every channel with s_j <= {eps} x its DFC's mean removed", name)
+
+
+def prune_to_sparsity(model: nn.Module, target: Target, *,
+                      criterion: str | Callable[..., ChannelScores] | ChannelScores = "l1",
+                      data: DataSource | None = None, graph: ChannelGraph | None = None,
+                      input_shape: tuple | None = None, min_channels: int = 1, name: str | None = None) -> PruningResult:
+    """One shot at a parameter budget, ``Target(parameters=...)``, with any criterion (a name, a function
+    or ready scores): channels ranked across DFCs by their layer-normalised score s_j / mean(s) (the
+    eps rule's ratio), removed lowest first, skipping any whose removal would pass the target. The
+    baselines (L1, random) use this with their own scores, so all methods share one allocation rule."""
+    if not isinstance(target, Target):
+        raise TypeError(f"target must be a pruning_lib.Target, e.g. Target(parameters=0.035); got "
+                        f"{type(target).__name__}")
+    target.only(("parameters",), "prune_to_sparsity", "Give Target(parameters=...): the fraction to remove.")
+    if target.parameters is None:
+        raise ValueError("prune_to_sparsity needs Target(parameters=...): the fraction of the parameters to remove")
+    if isinstance(criterion, ChannelScores):
+        scores = criterion
+        graph = scores.graph
+    else:
+        if graph is None:
+            graph = discover(model, sources.input_shape_for(input_shape, data, "prune_to_sparsity"))
+        fn = resolve_criterion(criterion)
+        scores = fn(model, graph) if data is None else fn(model, graph, data=sources.resolve(data))
+    p0 = count_parameters(model)
+    ratios = eps_ratios(scores)
+    # keep the best min_channels of each DFC out of the pool
+    pool = {}
+    for d in graph.dfcs:
+        order = sorted(range(d.channels), key=lambda j: (float(scores.scores[d][j]), j))
+        pool[d] = order[:max(d.channels - min_channels, 0)]
+    removals = cap_removals(model, graph, pool, ratios, p0 * target.kept("parameters"))
+    return _one_shot(model, graph, removals, scores, f"{scores.method} (one shot)",
+                     f"parameters at most {target.kept('parameters'):.0%} of the unpruned", name)
 
 
 # --------------------------------------------------------------------------- iterative
@@ -184,69 +181,51 @@ class Attempt:
 
 
 @dataclass
-class IterResult(_Sparsity):
-    """IterTVSPrune's outcome: the final model, the per-step report (accuracy on ``val``), every
-    attempt (accepted or not), why it stopped, and the sparsity reached."""
-    model: nn.Module
-    report: PruningReport
-    attempts: list[Attempt]
-    stop_reason: str
-    parameters_before: int
-    parameters_after: int
-    eps: float
-    removed: dict[tuple, int] = field(default_factory=dict)      # feed-in names of a DFC -> channels removed
+class IterResult(PruningResult):
+    """IterTVSPrune's run (:class:`~pruning_lib.pruning.result.PruningResult`; ``report`` has the
+    accepted steps, accuracy on ``evaluate``), plus every attempt, accepted or not, and the final eps."""
+    attempts: list[Attempt] = field(default_factory=list)
+    eps: float = 0.0
 
     @property
     def iterations(self) -> int:
         return len(self.attempts)
 
 
-def iter_tvs_prune(model: nn.Module, data: DataSource | None = None, evaluate: Evaluator | DataSource | None = None,
-                   target: Target | None = None, *, target_sparsity: float | None = None,
-                   min_accuracy: float | None = None, max_drop: float | None = None,
-                   eps0: float = 0.5, eps_step: float = 0.025, max_step: float | None = None,
+def iter_tvs_prune(model: nn.Module, target: Target, *, data: DataSource | None = None,
+                   evaluate: Evaluator | DataSource | None = None, input_shape: tuple | None = None,
+                   progress: bool = False, eps0: float = 0.5, eps_step: float = 0.025, max_step: float | None = None,
                    max_iterations: int = 100, distance: str = "hellinger_lb", stream_reduce: str = "mean",
-                   per_class: int | None = None, batch_size: int = 250, input_shape: tuple = (1, 3, 32, 32),
-                   name: str = "", progress: bool = False,
+                   per_class: int | None = None, batch_size: int = 250, name: str = "",
                    on_scores: Callable[[nn.Module, ChannelScores], None] | None = None) -> IterResult:
     """IterTVSPrune with the released code's faults fixed (TVSPrune note, "as released").
 
-    ``data`` (a DataLoader of (inputs, labels), or a course split such as ``dist``) gives the samples
-    of the scores; ``evaluate`` (a DataLoader, ``evaluate(model) -> float``, or a course split such
-    as ``val``) the accuracy gate. Both are required: there is no default data set. ``target``: a :class:`~pruning_lib.Target` (``parameters``: the sparsity to reach,
-    ``min_accuracy``, ``accuracy_drop``, and ``flops``: the fraction of FLOPs to remove, each step
-    capped so as not to pass it; ``channels`` and ``speedup`` are refused); ``target_sparsity``,
-    ``min_accuracy`` and ``max_drop`` are the first three as keywords.
+    ``target``: a :class:`~pruning_lib.Target`: ``parameters`` (the sparsity to reach), ``flops`` (the
+    fraction of FLOPs to remove, each step capped so as not to pass it), and the accuracy gate
+    ``accuracy_drop`` / ``min_accuracy``; ``channels`` and ``speedup`` are refused. ``data`` (a
+    DataLoader of (inputs, labels), or a course split such as ``dist``) gives the samples of the scores;
+    ``evaluate`` (a DataLoader, ``evaluate(model) -> float``, or a course split such as ``val``) the
+    accuracy gate. Both are required: there is no default data set.
 
     Each iteration re-discovers the DFCs and RE-ESTIMATES the scores on the current pruned model
     from ``data``; proposes, in every DFC, the channels with s_j <= eps * mean(s); caps the proposal,
     lowest ratio first, so that at most ``max_step`` (fraction of the ORIGINAL parameters, optional)
-    is removed per step and the total never exceeds ``target_sparsity``; prunes physically; and
-    accepts if the accuracy on ``evaluate`` (never test) stays >= the floor (``min_accuracy`` in %, or the
-    unpruned val accuracy minus ``max_drop`` points; no floor: every step is accepted). A rejection
-    lowers eps by ``eps_step``. Stops when the target is reached (within one channel), eps reaches
-    0, nothing is under eps, or after ``max_iterations`` tries: every iteration either removes a
+    is removed per step and the total never passes the target; prunes physically; and accepts if the
+    accuracy on ``evaluate`` (never test) passes the target's gate (no gate: every step is accepted). A
+    rejection lowers eps by ``eps_step``. Stops when the target is reached (within one channel), eps
+    reaches 0, nothing is under eps, or after ``max_iterations`` tries: every iteration either removes a
     channel or lowers eps, so it always ends. The caller's model is never modified.
     After a rejection the model is unchanged, so its scores are reused; ``on_scores(model, scores)``
     is called each time scores are estimated (to inspect them).
     """
-    if target is not None:
-        if not isinstance(target, Target):
-            raise TypeError(f"target must be a pruning_lib.Target, got {type(target).__name__}")
-        target.only(("parameters", "flops", "accuracy_drop", "min_accuracy"), "iter_tvs_prune",
-                    "For a channel or speedup target use global_prune(model, 'tvs', target, data=...)")
-        target_flops = target.flops
-        if (target_sparsity, min_accuracy, max_drop) != (None, None, None):
-            raise TypeError("give target=Target(...) or the keywords target_sparsity/min_accuracy/max_drop, not both")
-        target_sparsity, min_accuracy, max_drop = target.parameters, target.min_accuracy, target.accuracy_drop
-    else:
-        target_flops = None
-    if target_sparsity is None and min_accuracy is None and max_drop is None and target_flops is None:
-        raise ValueError("give a target: target_sparsity (fraction of parameters, e.g. 0.035) and/or an "
-                         "accuracy floor (min_accuracy in %, or max_drop in points)")
-    if target_sparsity is not None:
-        _check_fraction(target_sparsity, "target_sparsity")
-    Target(accuracy_drop=max_drop, min_accuracy=min_accuracy)    # the keywords: Target's one validation
+    if not isinstance(target, Target):
+        raise TypeError(f"target must be a pruning_lib.Target, e.g. Target(parameters=0.035, accuracy_drop=2.0); "
+                        f"got {type(target).__name__}")
+    target.only(("parameters", "flops", "accuracy_drop", "min_accuracy"), "iter_tvs_prune",
+                "For a channel or speedup target use global_prune(model, target, criterion='tvs', data=...)")
+    if target == Target():
+        raise ValueError("give a target: Target(parameters=...) (fraction of parameters to remove, e.g. 0.035) "
+                         "and/or an accuracy gate (accuracy_drop in points, min_accuracy in %)")
     if max_step is not None:
         _check_fraction(max_step, "max_step")
         if max_step == 0:
@@ -259,28 +238,29 @@ def iter_tvs_prune(model: nn.Module, data: DataSource | None = None, evaluate: E
     evaluate = sources.resolve(sources.required(evaluate, "evaluate", "iter_tvs_prune (the accuracy gate)"))
     sources.check_decides(data, "data", "iter_tvs_prune")
     sources.check_decides(evaluate, "evaluate", "iter_tvs_prune")
+    input_shape = sources.input_shape_for(input_shape, data, "iter_tvs_prune")
     evaluator, val_name = as_evaluator(evaluate)
     k = sources.num_classes(data)
+    keep_p, keep_f = target.kept("parameters"), target.kept("flops")
 
     current = copy.deepcopy(model).eval()
     p0 = count_parameters(current)
-    base_val = evaluator(current)
-    floor = min_accuracy if min_accuracy is not None else (base_val - max_drop if max_drop is not None else None)
     report = PruningReport("IterTVSPrune", name or type(model).__name__, accuracy_split=val_name,
                            info={"eps0": eps0, "eps_step": eps_step, "distance": distance,
-                                 "stream_reduce": stream_reduce, "target_sparsity": target_sparsity,
-                                 "floor": floor, "max_step": max_step})
-    report.add(PruningStep(0, 0, p0, count_flops(current, input_shape), base_val, note="unpruned"))
+                                 "stream_reduce": stream_reduce, "target_sparsity": target.parameters,
+                                 "max_step": max_step})
+    report.add(PruningStep(0, 0, p0, count_flops(current, input_shape), evaluator(current), note="unpruned"))
+    stop = StopRule(target, report.base)
+    report.info["floor"] = (target.min_accuracy if target.min_accuracy is not None else
+                            report.base.accuracy - target.accuracy_drop if target.accuracy_drop is not None else None)
     attempts: list[Attempt] = []
-    removed_total: dict[tuple, int] = {}
+    alive: dict[tuple, list[int]] = {}      # DFC name -> its channels' indices in the unpruned model
+    removed: dict[tuple, list[int]] = {}
     eps, reason, it = eps0, "", 0
     rejected: set = set()            # proposals rejected on the current model (it has not changed since)
-    graph = scores = None
+    graph = scores = first_graph = None
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=max_iterations, desc="IterTVSPrune", leave=False)
+    bar = tqdm(total=max_iterations, desc="IterTVSPrune", leave=False, disable=not progress)
     while True:
         if it >= max_iterations:
             reason = f"max_iterations ({max_iterations}) reached"
@@ -289,14 +269,15 @@ def iter_tvs_prune(model: nn.Module, data: DataSource | None = None, evaluate: E
             reason = "eps reached 0"
             break
         p_now = count_parameters(current)
-        if target_sparsity is not None and 1 - p_now / p0 >= target_sparsity:
-            reason = "target sparsity reached"
-            break
-        if target_flops is not None and 1 - report.final.flops / report.base.flops >= target_flops:
-            reason = "target FLOPs reduction reached"
+        hit = stop.reached(report.final)
+        if hit:
+            reason = hit
             break
         if scores is None:           # re-estimated on the current model after every accepted step
             graph = discover(current, input_shape)
+            if first_graph is None:
+                first_graph = graph
+                alive = {dfc_name(d): list(range(d.channels)) for d in graph.dfcs}
             scores = tvs_scores(current, graph, data=data, distance=distance, stream_reduce=stream_reduce,
                                 per_class=per_class, batch_size=batch_size, num_classes=k)
             if on_scores is not None:
@@ -306,12 +287,12 @@ def iter_tvs_prune(model: nn.Module, data: DataSource | None = None, evaluate: E
             reason = f"no channel scores under eps={eps:.3f} x its layer mean"
             break
         ratios = eps_ratios(scores)
-        target_bound = p0 * (1 - target_sparsity) if target_sparsity is not None else 0.0
+        target_bound = p0 * keep_p if keep_p is not None else 0.0
         step_bound = p_now - p0 * max_step if max_step is not None else 0.0
         bound = max(target_bound, step_bound)
         chosen = cap_removals(current, graph, cand, ratios, bound) if bound > 0 else cand
-        if target_flops is not None and chosen:
-            chosen = cap_flops(current, graph, chosen, ratios, report.base.flops * (1 - target_flops), input_shape)
+        if keep_f is not None and chosen:
+            chosen = cap_flops(current, graph, chosen, ratios, report.base.flops * keep_f, input_shape)
         if not chosen and step_bound > target_bound:
             # the cheapest candidate costs more than max_step: take the single lowest-ratio one that fits the target
             one = cap_removals(current, graph, cand, ratios, target_bound)
@@ -319,12 +300,11 @@ def iter_tvs_prune(model: nn.Module, data: DataSource | None = None, evaluate: E
                 d, j = min(((d, j) for d, c in one.items() for j in c), key=lambda t: (float(ratios[t[0]][t[1]]), t[0].index))
                 chosen = {d: [j]}
         it += 1
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
         if not chosen:
             attempts.append(Attempt(it, eps, _count(cand), 0, 1 - p_now / p0, None, False,
                                     "every candidate would pass the target"))
-            reason = "target sparsity reached (within one channel)"
+            reason = "target reached (within one channel)"
             break
         signature = tuple(sorted((d.index, tuple(c)) for d, c in chosen.items()))
         if signature in rejected:    # the same proposal on the same model: no need to test it again
@@ -334,33 +314,26 @@ def iter_tvs_prune(model: nn.Module, data: DataSource | None = None, evaluate: E
             continue
         candidate = prune(current, graph, chosen)
         p_new = count_parameters(candidate)
-        acc = evaluator(candidate)
-        ok = floor is None or acc >= floor
-        attempts.append(Attempt(it, eps, _count(cand), _count(chosen), 1 - p_new / p0, acc, ok))
+        step = PruningStep(len(report.steps), 0, p_new, count_flops(candidate, input_shape), evaluator(candidate),
+                           note=f"eps={eps:.3f}")
+        ok = not stop.rejects(step)
+        attempts.append(Attempt(it, eps, _count(cand), _count(chosen), 1 - p_new / p0, step.accuracy, ok))
         if ok:
             current, scores, rejected = candidate, None, set()
             for d, c in chosen.items():
-                removed_total[_dfc_key(d)] = removed_total.get(_dfc_key(d), 0) + len(c)
-            report.add(PruningStep(len(report.steps), sum(removed_total.values()), p_new,
-                                   count_flops(current, input_shape), acc, note=f"eps={eps:.3f}"))
+                key, gone = dfc_name(d), set(c)
+                removed.setdefault(key, []).extend(alive[key][j] for j in c)
+                alive[key] = [x for j, x in enumerate(alive[key]) if j not in gone]
+            step.channels_removed = sum(len(c) for c in removed.values())
+            report.add(step)
         else:
             rejected.add(signature)
             eps = round(eps - eps_step, 10)
     close_bar(bar, reason)
-    return IterResult(current, report, attempts, reason, p0, count_parameters(current), eps, removed_total)
+    report.info["stop_reason"] = reason
+    return IterResult(current, report, first_graph, {k: sorted(c) for k, c in removed.items()}, reason,
+                      len(report.steps) - 1, None, attempts, eps)
 
 
-# --------------------------------------------------------------------------- baselines
-
-def baseline_scores(model: nn.Module, graph: ChannelGraph, criterion: str, seed: int = 0) -> ChannelScores:
-    """L1 (of the feed-in filters, summed over A) or random scores, from :mod:`pruning_lib.scoring.magnitude`."""
-    if criterion == "l1":
-        return l1_scores(model, graph)
-    if criterion == "random":
-        return random_scores(model, graph, seed=seed)
-    raise ValueError(f"unknown baseline {criterion!r}; choose 'l1' or 'random'")
-
-
-__all__ = ["tvs_scores", "eps_ratios", "eps_candidates", "cap_removals", "cap_flops", "tvs_prune", "prune_to_sparsity",
-           "OneShotResult", "Attempt", "IterResult", "iter_tvs_prune", "bn_recalibrate", "baseline_scores",
-           "STREAM_REDUCE"]
+__all__ = ["eps_candidates", "cap_removals", "cap_flops", "tvs_prune", "prune_to_sparsity", "Attempt", "IterResult",
+           "iter_tvs_prune"]

@@ -6,14 +6,14 @@ and one call that prunes to a target and repairs each step (:mod:`.pipeline`). T
 moments both are made of live in :mod:`.moments`; :mod:`.inputs` reads unlabelled batches."""
 from .compensation import (CompensationResult, LayerCompensation, compensate, delta_closed_form, delta_star,
                            least_squares_refit, reconstruction_error)
-from .fidelity import HiFiScores, ReaderFidelity, fidelity_statistics, hifi_removals, hifi_scores, register
+from .fidelity import HiFiScores, ReaderFidelity, fidelity_statistics, hifi_removals, hifi_scores
 from .inputs import RepairDataError, iter_inputs
 from .moments import PatchMoments, UnsupportedReaderError
 from .pipeline import REPAIRS, RepairResult, prune_and_repair, repair_pruned
 from .synthesis import (SynthesisCacheError, SyntheticImages, bn_statistics_loss, model_fingerprint,
                         synthesize_images)
 
-__all__ = ["hifi_scores", "fidelity_statistics", "hifi_removals", "register", "HiFiScores", "ReaderFidelity",
+__all__ = ["hifi_scores", "fidelity_statistics", "hifi_removals", "HiFiScores", "ReaderFidelity",
            "compensate", "delta_star", "delta_closed_form", "least_squares_refit", "reconstruction_error",
            "CompensationResult", "LayerCompensation", "synthesize_images", "bn_statistics_loss", "model_fingerprint",
            "SyntheticImages", "SynthesisCacheError", "prune_and_repair", "repair_pruned", "RepairResult", "REPAIRS",

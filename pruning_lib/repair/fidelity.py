@@ -27,7 +27,7 @@ from .inputs import iter_inputs
 from .moments import PatchMoments, layer_patches, outputs_by_position, reader_kind, weight_blocks
 
 __all__ = ["ReaderFidelity", "HiFiScores", "SCORES", "reader_fidelity", "fidelity_statistics", "percentile_ranks",
-           "hifi_scores", "hifi_removals", "register"]
+           "hifi_scores", "hifi_removals"]
 
 SCORES = ("saliency", "fidelity", "alpha")
 TIEBREAK = 1e-6       # weight of the tie-break in the scalar score (below the smallest percentile step 1/c_in)
@@ -174,8 +174,9 @@ def channel_decisions(stats: dict[str, ReaderFidelity], graph: ChannelGraph,
     return pct, tie
 
 
+@register_criterion("hifi")
 def hifi_scores(model: nn.Module, graph: ChannelGraph | None = None, *, data=None,
-                input_shape: tuple = (1, 3, 32, 32), score: str = "saliency", centre: bool = True,
+                input_shape: tuple | None = None, score: str = "saliency", centre: bool = True,
                 samples: int | None = None, batch_size: int = 250) -> HiFiScores:
     """The ``hifi`` criterion: per channel k of each prunable DFC, P_k (see the module docstring) from
     eq. (3) on unlabelled ``data`` (a DataLoader, tensor of inputs or course split name), plus a
@@ -191,7 +192,9 @@ def hifi_scores(model: nn.Module, graph: ChannelGraph | None = None, *, data=Non
     if data is None:
         raise ValueError("the hifi criterion needs data=: unlabelled samples (a DataLoader, a tensor of inputs, a "
                          "course split name such as 'dist', or pruning_lib.repair.synthesize_images(model).loader())")
-    graph = graph if graph is not None else discover(model, input_shape)
+    if graph is None:
+        input_shape = input_shape if input_shape is not None else (1,) + tuple(next(iter_inputs(data, 1, 1)).shape[1:])
+        graph = discover(model, input_shape)
     stats = fidelity_statistics(model, graph, data, centre=centre, samples=samples, batch_size=batch_size)
     pct, tie = channel_decisions(stats, graph, score)
     scores = {d: pct[d] + TIEBREAK * tie[d] for d in graph.dfcs}
@@ -211,8 +214,3 @@ def hifi_removals(scores: HiFiScores, tau: float) -> dict[DFC, list[int]]:
         if gone:
             out[dfc] = gone
     return out
-
-
-def register() -> None:
-    """Register :func:`hifi_scores` as the criterion ``"hifi"`` (idempotent)."""
-    register_criterion("hifi")(hifi_scores)

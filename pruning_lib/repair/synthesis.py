@@ -130,7 +130,7 @@ def _read_cache(path: Path, settings: dict, fingerprint: str) -> SyntheticImages
                            d["seconds"], from_cache=True)
 
 
-def synthesize_images(model: nn.Module, n: int = 256, *, shape: tuple = (3, 32, 32), iterations: int = 200,
+def synthesize_images(model: nn.Module, n: int = 256, *, shape: tuple | None = None, iterations: int = 200,
                       batch_size: int = 64, lr: float = 0.1, tv_weight: float = 1e-2, l2_weight: float = 1e-4,
                       jitter: int = 2, flip: bool = True, seed: int = 0, cache: str | Path | None = None,
                       progress: bool = True) -> SyntheticImages:
@@ -141,7 +141,12 @@ def synthesize_images(model: nn.Module, n: int = 256, *, shape: tuple = (3, 32, 
 
     ``cache``: a file; reused when it holds images for this model (same fingerprint) and the same
     settings, refused with a :class:`SynthesisCacheError` when they differ, written when absent.
-    The caller's model is not modified (a frozen copy is optimised against)."""
+    The caller's model is not modified (a frozen copy is optimised against). ``shape`` (C, H, W) is
+    required: one image's shape, e.g. (3, 32, 32) for CIFAR-10."""
+    if shape is None or len(tuple(shape)) != 3:
+        raise TypeError(f"synthesize_images needs shape=(C, H, W), one image's shape (e.g. (3, 32, 32) for CIFAR-10); "
+                        f"got {shape!r}")
+    shape = tuple(shape)
     for name, v in (("n", n), ("iterations", iterations), ("batch_size", batch_size)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}={v!r}: give a positive integer")

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..graph.discovery import discover
 from ..graph.types import DFC, ChannelGraph
+from ..sources import input_shape_for
 
 
 @dataclass
@@ -48,9 +49,13 @@ class Criterion(Protocol):
     def __call__(self, model: nn.Module, graph: ChannelGraph | None = None, **data) -> ChannelScores: ...
 
 
-def graph_of(model: nn.Module, graph: ChannelGraph | None, input_shape: tuple) -> ChannelGraph:
-    """``graph``, or the model's graph discovered at ``input_shape`` when none is given."""
-    return graph if graph is not None else discover(model, input_shape)
+def graph_of(model: nn.Module, graph: ChannelGraph | None, input_shape: tuple | None,
+             verb: str = "a criterion") -> ChannelGraph:
+    """``graph``, or the model's graph discovered at ``input_shape`` when none is given (one of the two
+    is required: no input shape is assumed)."""
+    if graph is not None:
+        return graph
+    return discover(model, input_shape_for(input_shape, None, f"{verb} (without graph=)"))
 
 
 _CRITERIA: dict[str, Callable[..., ChannelScores]] = {}

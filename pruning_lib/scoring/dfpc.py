@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..graph.types import DFC, ChannelGraph, ChannelRef
+from ..graph.types import DFC, PARAM, ChannelGraph, ChannelRef
 from ..layers import kind_of
 from .base import ChannelScores, graph_of, register_criterion
 
@@ -173,9 +173,28 @@ def _pair_score(u_rows: torch.Tensor, v_rows: torch.Tensor, a: str, b: str, mode
 NORMALISATIONS = ("sum", "mean")
 
 
+def beyond_the_bound(dfc: DFC) -> str:
+    """Why DFPC's bound does not cover ``dfc`` ('' when it does). It is derived for DFCs of convs
+    and Linear layers on (N, C) features with BatchNorms between them (Narshana et al., section 3);
+    layers meeting the channels on another axis (a Linear over tokens or a channels-last map,
+    whose activation, e.g. GELU, is not 1-Lipschitz), model tensors broadcast over them (a layer
+    scale) and LayerNorms are outside it."""
+    refs = dfc.feed_in + dfc.dependent + dfc.feed_out
+    params = [r.module for r in refs if r.role == PARAM]
+    if params:
+        return f"the model tensor {params[0]} is broadcast over its channels (a layer scale or a token)"
+    tokens = [r.module for r in refs if r.axis != 1]
+    if tokens:
+        return (f"{tokens[0]} meets its channels on axis {next(r.axis for r in refs if r.axis != 1)} "
+                "(tokens or a channels-last map), not as the (N, C, ...) channels of a conv-BN-conv DFC")
+    if dfc.inexact:
+        return "a LayerNorm normalises its channels"
+    return ""
+
+
 @register_criterion("dfpc")
 @torch.no_grad()
-def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape: tuple = (1, 3, 32, 32),
+def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape: tuple | None = None,
                 normalise: str = "sum", data=None) -> ChannelScores:
     """The DFPC (BGSC) score of every channel of every prunable DFC of ``model``.
 
@@ -192,6 +211,14 @@ def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape
     if normalise not in NORMALISATIONS:
         raise ValueError(f"normalise={normalise!r}: choose one of {NORMALISATIONS}")
     graph = graph_of(model, graph, input_shape)
+    outside = [(d, beyond_the_bound(d)) for d in graph.dfcs]
+    outside = [(d, why) for d, why in outside if why]
+    if outside:
+        d, why = outside[0]
+        raise UnsupportedLayerError(
+            f"DFPC's score is defined for conv-BN-conv DFCs (Narshana et al., ICLR 2023, section 3); "
+            f"{len(outside)} DFC(s) of this graph are outside it, e.g. DFC #{d.index} (A={d.A}): {why}. "
+            "Score this model with pruning_lib.l1_scores or random_scores")
     v_cache: dict[str, torch.Tensor] = {}
     u_cache: dict[tuple[str, int], torch.Tensor] = {}
     out: dict[DFC, torch.Tensor] = {}
@@ -218,7 +245,7 @@ def dfpc_scores(model: nn.Module, graph: ChannelGraph | None = None, input_shape
 
 @register_criterion("dfpc_mean")
 def dfpc_mean_scores(model: nn.Module, graph: ChannelGraph | None = None,
-                     input_shape: tuple = (1, 3, 32, 32), data=None) -> ChannelScores:
+                     input_shape: tuple | None = None, data=None) -> ChannelScores:
     """:func:`dfpc_scores` with ``normalise="mean"``: S_k divided by the DFC's (a, b) pair count."""
     return dfpc_scores(model, graph, input_shape, normalise="mean")
 
@@ -246,5 +273,5 @@ def closed_form_score(model: nn.Module, dfc: DFC, graph: ChannelGraph) -> torch.
     return s
 
 
-__all__ = ["dfpc_scores", "dfpc_mean_scores", "NORMALISATIONS", "feed_in_profile", "feed_out_profile", "bn_factor", "closed_form_score",
+__all__ = ["dfpc_scores", "dfpc_mean_scores", "beyond_the_bound", "NORMALISATIONS", "feed_in_profile", "feed_out_profile", "bn_factor", "closed_form_score",
            "UnsupportedLayerError"]

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .. import sources
+from ..graph.discovery import discover
 from ..modes import eval_mode
 from ..graph.types import DFC, ChannelGraph
 from ..sources import DataSource
@@ -124,7 +125,7 @@ def _stream_scores(model: nn.Module, dfcs: list[DFC], data: DataSource, k: int, 
 @register_criterion("tvs")
 def tvs_scores(model: nn.Module, graph: ChannelGraph | None = None, *, data: DataSource | None = None,
                distance: str = "hellinger_lb", stream_reduce: str = "mean", per_class: int | None = None,
-               batch_size: int = 250, input_shape: tuple = (1, 3, 32, 32),
+               batch_size: int = 250, input_shape: tuple | None = None,
                num_classes: int | None = None) -> ChannelScores:
     """TVSPrune's score of every channel of every prunable DFC: the min over class pairs of
     ``distance`` between class-conditional Gaussians at the DFC's score site (module docstring).
@@ -133,7 +134,8 @@ def tvs_scores(model: nn.Module, graph: ChannelGraph | None = None, *, data: Dat
     if stream_reduce not in STREAM_REDUCE:
         raise ValueError(f"stream_reduce must be one of {STREAM_REDUCE}, got {stream_reduce!r}")
     sources.required(data, "data", "tvs_scores (TVSPrune's scores are class statistics of labelled samples)")
-    graph = graph_of(model, graph, input_shape)
+    if graph is None:
+        graph = discover(model, sources.input_shape_for(input_shape, data, "tvs_scores"))
     data = sources.per_class_subset(data, per_class)
     k = num_classes or sources.num_classes(data)
     bn_dfcs = {d: _bn_site(d) for d in graph.dfcs if _bn_site(d) is not None}

@@ -148,7 +148,7 @@ if "c" in globals():   # run by JupyterHub (importing this file for its function
     threads = str(s["threads"])
     c.Spawner.environment = {
         "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-        "OMP_WAIT_POLICY": "PASSIVE",             # see pruning_lib/__init__.py
+        "OMP_WAIT_POLICY": "PASSIVE",             # see the Makefile
         "JUPYTER_PREFER_ENV_PATH": "1",           # this environment's python3 kernel
         **({"PRUNING_COURSE_DATA": os.environ["PRUNING_COURSE_DATA"]}
            if os.environ.get("PRUNING_COURSE_DATA") else {}),

@@ -5,7 +5,7 @@ import torch  # for default arguments; the bodies use the notebook's names
 FUNCTIONS = {"q01_1": "predict_dfcs", "q01_2": "removed_parameters", "q01_3": "remove_channel"}
 SETUP = """
 resnet20, meta20 = load_checkpoint(CKPT / "resnet20.pt")
-g20 = discover(resnet20)
+g20 = discover(resnet20, (1, 3, 32, 32))
 """
 
 

@@ -9,8 +9,8 @@ import torch  # for default arguments; the bodies use the notebook's names
 FUNCTIONS = {"q04_1": "my_accept_step", "q04_2": "my_bn_means", "q04_3": "my_eps_rule"}
 SETUP = """
 from types import SimpleNamespace
-scores = T.tvs_scores(model, graph, data=dist)
-res = SimpleNamespace(model=prune(model, graph, T.eps_candidates(scores, 0.05)))
+scores = pl.tvs_scores(model, graph, data=dist)
+res = SimpleNamespace(model=prune(model, graph, eps_candidates(scores, 0.05)))
 """
 
 
@@ -19,7 +19,7 @@ res = SimpleNamespace(model=prune(model, graph, T.eps_candidates(scores, 0.05)))
 
 def q04_1__no_rounding(current, graph, scores, eps, floor, val, eps_step=0.025):
     """drops round(..., 10): the next eps is eps - eps_step as computed in floating point."""
-    candidate = prune(current, graph, T.eps_candidates(scores, eps))
+    candidate = prune(current, graph, eps_candidates(scores, eps))
     accuracy = evaluate(candidate, val)
     if accuracy >= floor:
         return StepOutcome(candidate, eps, True, accuracy)
@@ -28,7 +28,7 @@ def q04_1__no_rounding(current, graph, scores, eps, floor, val, eps_step=0.025):
 
 def q04_1__strict_floor(current, graph, scores, eps, floor, val, eps_step=0.025):
     """drops 'at least floor': accepts only above the floor (>)."""
-    candidate = prune(current, graph, T.eps_candidates(scores, eps))
+    candidate = prune(current, graph, eps_candidates(scores, eps))
     accuracy = evaluate(candidate, val)
     if accuracy > floor:
         return StepOutcome(candidate, eps, True, accuracy)
@@ -37,7 +37,7 @@ def q04_1__strict_floor(current, graph, scores, eps, floor, val, eps_step=0.025)
 
 def q04_1__default_eps_step(current, graph, scores, eps, floor, val, eps_step=0.025):
     """drops the eps_step argument: always lowers eps by 0.025."""
-    candidate = prune(current, graph, T.eps_candidates(scores, eps))
+    candidate = prune(current, graph, eps_candidates(scores, eps))
     accuracy = evaluate(candidate, val)
     if accuracy >= floor:
         return StepOutcome(candidate, eps, True, accuracy)
@@ -46,7 +46,7 @@ def q04_1__default_eps_step(current, graph, scores, eps, floor, val, eps_step=0.
 
 def q04_1__copy_on_reject(current, graph, scores, eps, floor, val, eps_step=0.025):
     """drops 'return current itself' on a rejection: returns a copy."""
-    candidate = prune(current, graph, T.eps_candidates(scores, eps))
+    candidate = prune(current, graph, eps_candidates(scores, eps))
     accuracy = evaluate(candidate, val)
     if accuracy >= floor:
         return StepOutcome(candidate, eps, True, accuracy)
@@ -55,8 +55,8 @@ def q04_1__copy_on_reject(current, graph, scores, eps, floor, val, eps_step=0.02
 
 def q04_1__prunes_in_place(current, graph, scores, eps, floor, val, eps_step=0.025):
     """drops 'never modify current': prunes current in place (and so returns the pruned model on a rejection)."""
-    accuracy = evaluate(prune(copy.deepcopy(current), graph, T.eps_candidates(scores, eps)), val)
-    candidate = prune(current, graph, T.eps_candidates(scores, eps), inplace=True)
+    accuracy = evaluate(prune(copy.deepcopy(current), graph, eps_candidates(scores, eps)), val)
+    candidate = prune(current, graph, eps_candidates(scores, eps), inplace=True)
     if accuracy >= floor:
         return StepOutcome(candidate, eps, True, accuracy)
     return StepOutcome(current, round(eps - eps_step, 10), False, accuracy)
@@ -64,7 +64,7 @@ def q04_1__prunes_in_place(current, graph, scores, eps, floor, val, eps_step=0.0
 
 def q04_1__accuracy_of_current(current, graph, scores, eps, floor, val, eps_step=0.025):
     """drops 'the accuracy of the result': gates on (and reports) the accuracy of current."""
-    candidate = prune(current, graph, T.eps_candidates(scores, eps))
+    candidate = prune(current, graph, eps_candidates(scores, eps))
     accuracy = evaluate(current, val)
     if accuracy >= floor:
         return StepOutcome(candidate, eps, True, accuracy)

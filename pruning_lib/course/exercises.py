@@ -4,7 +4,7 @@ The master notebooks in ``notebooks/`` carry otter-grader's markers (see ``docs/
 ``make student`` turns them into the student edition, where each exercise's solution is gone. So
 that the student edition still runs top to bottom, a hole is written like this in the master::
 
-    from pruning_lib.exercises import check, checking, hole, skip_until_done
+    from pruning_lib.course.exercises import check, checking, hole, skip_until_done
 
     def conv_params(conv):
         \"\"\"Number of weights and biases of ``conv``.\"\"\"
