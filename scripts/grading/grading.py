@@ -10,7 +10,13 @@ The master notebooks (``notebooks/*.ipynb``) carry otter-grader's assign markers
 ``assign`` runs ``otter assign`` on every master that has an ``# ASSIGNMENT CONFIG`` cell and
 writes the student notebook to ``build/student/<notebook>.ipynb`` and its autograder to
 ``build/autograder/<notebook>.zip``, with ``build/autograder/questions.json`` (every question,
-its points, and whether it is graded by hand). ``grade`` expects one folder per student,
+its points, and whether it is graded by hand). Each autograder grades on Gradescope as uploaded: the
+master's config cell reads ``autograder.yml`` (otter's ``config_file``), which is
+``scripts/grading/autograder/<notebook>.yml`` staged beside the master in a folder laid out like the
+repository, with ``requirements.txt`` (every package grading imports, pinned from ``constraints.txt``,
+torch and torchvision from PyTorch's CPU index where it is reachable) and the files that yml names in
+``autograder_files`` (``pruning_lib`` and the checkpoints and CIFAR-10 cache the graded run opens).
+``grade`` expects one folder per student,
 ``SUBMISSIONS/<student>/<notebook>.ipynb``, grades each notebook offline with ``otter run``
 (no Docker: the notebook is executed in this environment), keeps otter's ``results.json`` under
 ``build/grading/<student>/<notebook>/``, and writes one row per student to ``build/grades.csv``:
@@ -46,13 +52,28 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 QUESTIONS_FILE = "questions.json"
+AUTOGRADER_CONFIGS = Path(__file__).resolve().parent / "autograder"   # <notebook>.yml: otter's config_file
+CONFIG_FILE = "autograder.yml"          # the name the masters' ASSIGNMENT CONFIG cells give as config_file
+REQUIREMENTS_FILE = "requirements.txt"  # the name the configs give as requirements
+CONSTRAINTS = ROOT / "constraints.txt"
+# Where pip looks first for torch/torchvision: the CPU builds (no CUDA libraries, a fraction of the download).
+# ``torch==2.15.0`` accepts ``2.15.0+cpu`` (a local version), which pip prefers as the higher one; where the
+# index is unreachable pip warns and takes PyPI's build of the same version.
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# The grading environment, the one `make grade` grades with: otter-grader, the kernel and client that execute
+# the notebook (its `grading` extra less pypdf, which only PDF export uses), jupyter_server (otter's
+# environment.yml names it), and pruning-course's own dependencies (pyproject.toml) but JupyterLab.
+GRADING_ROOTS = ("otter-grader", "ipykernel", "jupyter_client", "jupyter_server")
+NOT_FOR_GRADING = ("jupyterlab",)
+# torch's CUDA stack on Linux: never pinned here; a PyPI torch (the fallback) pins its own exact versions.
+CUDA_STACK = ("nvidia-", "cuda-", "triton")
 GRADE_TIMEOUT_S = 900     # per graded notebook; make grade GRADE_TIMEOUT=... overrides it
 SAMPLE_S = 0.5            # how often a grading's memory is sampled (its process tree's summed RSS)
 # The thread pools a grading's kernel may start: OpenMP (torch's intra-op threads), MKL, OpenBLAS.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
-__all__ = ["Question", "Graded", "assignment_name", "questions", "assign", "load_questions", "grade_one",
-           "grade", "cores", "threads_per_job", "main"]
+__all__ = ["Question", "Graded", "Run", "run_measured", "assignment_name", "questions", "grading_requirements",
+           "stage", "assign", "load_questions", "grade_one", "grade", "cores", "threads_per_job", "main"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,105 @@ def _env() -> dict[str, str]:
     return {**os.environ, "JUPYTER_PREFER_ENV_PATH": "1"}
 
 
+def _pins(constraints: Path) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+    pins = {}
+    for line in constraints.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = (part.strip() for part in line.split("==", 1))
+            pins[canonicalize_name(name)] = f"{name}=={version}"
+    return pins
+
+
+def grading_requirements(constraints: Path = CONSTRAINTS, pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
+    """The lines of an autograder's requirements.txt: every package grading needs, pinned as in ``constraints``.
+
+    The packages are the closure of :data:`GRADING_ROOTS` and pyproject's dependencies (minus
+    :data:`NOT_FOR_GRADING`) over the installed packages' metadata, for this platform and Python; torch's
+    CUDA stack is left out (the CPU builds do not need it). A package ``constraints`` does not pin is an error.
+    """
+    import tomllib
+    from importlib import metadata
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    roots = list(GRADING_ROOTS) + [d for d in deps
+                                   if canonicalize_name(Requirement(d).name) not in NOT_FOR_GRADING]
+    pins = _pins(constraints)
+    needed: dict[str, str] = {}             # canonical name -> its pinned line
+    missing: list[str] = []
+    seen: set[tuple[str, str]] = set()      # (package, extra) pairs walked
+    todo = [Requirement(r) for r in roots]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name.startswith(CUDA_STACK):
+            continue
+        if name not in needed:
+            if name not in pins:
+                missing.append(req.name)
+                continue
+            needed[name] = pins[name]
+        for extra in ["", *sorted(req.extras)]:
+            if (name, extra) in seen:
+                continue
+            seen.add((name, extra))
+            try:
+                requires = metadata.requires(req.name) or []
+            except metadata.PackageNotFoundError:
+                missing.append(f"{req.name} (not installed, so its dependencies are unknown)")
+                continue
+            for sub in map(Requirement, requires):
+                base = sub.marker is None or sub.marker.evaluate({"extra": ""})   # this platform and Python
+                if (base if not extra else not base and sub.marker.evaluate({"extra": extra})):
+                    todo.append(sub)
+    if missing:
+        raise SystemExit(f"{constraints} does not pin {', '.join(sorted(set(missing)))}, which grading needs: "
+                         f"install the grade extra (`make student`) and regenerate {constraints.name} "
+                         "(its header says how), so the autograders install exactly these versions")
+    root_names = {canonicalize_name(Requirement(r).name) for r in roots}
+    return ([f"--extra-index-url {CPU_INDEX}"] + [needed[n] for n in sorted(needed) if n in root_names]
+            + [needed[n] for n in sorted(needed) if n not in root_names])
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)           # the CIFAR-10 cache is 180 MB: no copy where a link will do
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def stage(master: Path, staging: Path, requirements: list[str] | None = None) -> Path:
+    """Lay out ``staging`` for ``otter assign``: the master, its ``autograder.yml``, requirements.txt and the
+    files the yml's ``autograder_files`` names, each at its path in the repository. Returns the staged master."""
+    config_path = AUTOGRADER_CONFIGS / f"{master.stem}.yml"
+    if not config_path.exists():
+        raise SystemExit(f"{master}: no autograder configuration {config_path}; copy one of the others in "
+                         f"{AUTOGRADER_CONFIGS} and list the checkpoints this notebook loads")
+    config = yaml.safe_load(config_path.read_text()) or {}
+    staging.mkdir(parents=True, exist_ok=True)
+    shutil.copy(master, staging / master.name)
+    shutil.copy(config_path, staging / CONFIG_FILE)
+    lines = requirements if requirements is not None else grading_requirements()
+    (staging / REQUIREMENTS_FILE).write_text(
+        f"# Written by scripts/grading/grading.py from {CONSTRAINTS.name}: what grading {master.stem} imports, "
+        "pinned.\n" + "\n".join(lines) + "\n")
+    for rel in config.get("autograder_files") or []:
+        src, dst = ROOT / rel, staging / rel
+        if not src.exists():
+            raise SystemExit(f"{config_path} lists {rel} in autograder_files, but {src} does not exist: run "
+                             "`make setup` (it fetches CIFAR-10 and its cache) or correct the list")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"),
+                            copy_function=_link_or_copy)
+        else:
+            _link_or_copy(str(src), str(dst))
+    return staging / master.name
+
+
 def assign(masters: list[Path], build: Path = BUILD) -> list[Question]:
     """Write the student edition and the autograder of every master that is an otter assignment."""
     student, autograder = build / "student", build / "autograder"
@@ -130,16 +250,19 @@ def assign(masters: list[Path], build: Path = BUILD) -> list[Question]:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     all_questions: list[Question] = []
+    requirements = grading_requirements()
     for master in masters:
         if assignment_name(master) is None:
             print(f"skipping {master}: no '# ASSIGNMENT CONFIG' raw cell, so it is not a graded assignment")
             continue
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            subprocess.run([_otter(), "assign", "--no-run-tests", "--no-pdfs", str(master), tmp],
+            staged = stage(master, Path(tmp) / "staging", requirements)
+            out = Path(tmp) / "out"
+            subprocess.run([_otter(), "assign", "--no-run-tests", "--no-pdfs", str(staged), str(out)],
                            check=True, env=_env(), stdout=subprocess.DEVNULL)
-            shutil.copy(Path(tmp) / "student" / master.name, student / master.name)
-            zips = list((Path(tmp) / "autograder").glob("*.zip"))
+            shutil.copy(out / "student" / master.name, student / master.name)
+            zips = list((out / "autograder").glob("*.zip"))
             if len(zips) != 1:
                 raise RuntimeError(f"otter assign {master} wrote {len(zips)} autograder zips, expected 1")
             shutil.copy(zips[0], autograder / f"{master.stem}.zip")
@@ -204,6 +327,36 @@ def _kill(procs: list[psutil.Process]) -> None:
     psutil.wait_procs(procs, timeout=10)
 
 
+@dataclass
+class Run:
+    """A finished (or stopped) command: its exit status, wall time and the peak memory of its process tree."""
+    returncode: int | None
+    seconds: float
+    peak_rss_mb: float
+    timed_out: bool = False
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, timeout: float) -> Run:
+    """Run ``cmd`` with its output in ``log``, sampling the summed RSS of it and every process it starts
+    (a grading's kernel included) every SAMPLE_S seconds; past ``timeout`` seconds all of them are killed."""
+    start = time.perf_counter()
+    peak = 0.0
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        root = psutil.Process(proc.pid)
+        while True:
+            try:
+                proc.wait(timeout=SAMPLE_S)
+                return Run(proc.returncode, time.perf_counter() - start, peak)
+            except subprocess.TimeoutExpired:
+                procs = _tree(root)
+                peak = max(peak, _rss_mb(procs))
+                if time.perf_counter() - start > timeout:
+                    _kill(procs)
+                    proc.wait()
+                    return Run(proc.returncode, time.perf_counter() - start, peak, timed_out=True)
+
+
 def grade_one(submission: Path, autograder_zip: Path, out_dir: Path, expected: list[str],
               timeout: float = GRADE_TIMEOUT_S, threads: int | None = None) -> Graded:
     """Grade one submitted notebook with ``otter run`` in its own process and working folder ``out_dir``.
@@ -222,29 +375,14 @@ def grade_one(submission: Path, autograder_zip: Path, out_dir: Path, expected: l
     if threads is not None:
         env.update({name: str(threads) for name in THREAD_VARIABLES})
     log_path = out_dir / "otter_run.log"
-    start = time.perf_counter()
-    peak = 0.0
-    with log_path.open("w") as log:
-        run = subprocess.Popen([_otter(), "run", "--no-logo", "-a", str(autograder_zip.resolve()), "-o",
-                                str(out_dir.resolve()), str(submission.resolve())],
-                               cwd=out_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        root = psutil.Process(run.pid)
-        while True:
-            try:
-                run.wait(timeout=SAMPLE_S)
-                break
-            except subprocess.TimeoutExpired:
-                procs = _tree(root)
-                peak = max(peak, _rss_mb(procs))
-                if time.perf_counter() - start > timeout:
-                    _kill(procs)
-                    run.wait()
-                    shutil.rmtree(scratch, ignore_errors=True)
-                    return Graded(error=f"timed out: still running after {timeout:g} s, stopped and not graded "
-                                        f"(a cell that never ends?); see {log_path}, or regrade with a larger "
-                                        "GRADE_TIMEOUT", seconds=time.perf_counter() - start,
-                                  peak_rss_mb=peak, timed_out=True)
-    seconds = time.perf_counter() - start
+    run = run_measured([_otter(), "run", "--no-logo", "-a", str(autograder_zip.resolve()), "-o", str(out_dir.resolve()),
+                        str(submission.resolve())], cwd=out_dir, env=env, log=log_path, timeout=timeout)
+    seconds, peak = run.seconds, run.peak_rss_mb
+    if run.timed_out:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return Graded(error=f"timed out: still running after {timeout:g} s, stopped and not graded "
+                            f"(a cell that never ends?); see {log_path}, or regrade with a larger "
+                            "GRADE_TIMEOUT", seconds=seconds, peak_rss_mb=peak, timed_out=True)
     shutil.rmtree(scratch, ignore_errors=True)
     results = out_dir / "results.json"
     if run.returncode != 0 or not results.exists():
