@@ -330,7 +330,6 @@ def iter_tvs_prune(model: nn.Module, target: Target, *, data: DataSource | None 
             rejected.add(signature)
             eps = round(eps - eps_step, 10)
     close_bar(bar, reason)
-    report.info["stop_reason"] = reason
     return IterResult(current, report, first_graph, {k: sorted(c) for k, c in removed.items()}, reason,
                       len(report.steps) - 1, None, attempts, eps)
 
