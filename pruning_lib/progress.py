@@ -13,9 +13,8 @@ def close_bar(bar, reason: str | None = None) -> None:
         if reason:
             bar.set_postfix_str(f"stopped: {reason}", refresh=False)
         if bar.total and bar.n < bar.total:
-            bar.total = bar.n        # the text bar (and tqdm's 'danger' check) now read it as complete
-            for widget in getattr(getattr(bar, "container", None), "children", ()):
-                if hasattr(widget, "max") and hasattr(widget, "bar_style"):   # the notebook bar's IntProgress
-                    widget.max = max(bar.n, 1)
+            n = bar.n                # tqdm's public reset: the text and the notebook bar now read it as complete
+            bar.reset(total=max(n, 1))
+            bar.update(n)
         bar.refresh()
     bar.close()

@@ -79,7 +79,7 @@ def test_torchvision_models_by_prefix():
 
 
 def test_unknown_names():
-    with pytest.raises(KeyError, match="resnet21"):
+    with pytest.raises(ValueError, match="resnet21"):
         get_model("resnet21")
-    with pytest.raises(KeyError, match="torchvision has no"):
+    with pytest.raises(ValueError, match="torchvision has no"):
         get_model("torchvision/resnet19")

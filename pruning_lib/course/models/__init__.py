@@ -38,9 +38,9 @@ def get_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
         import torchvision
         tv_name = name[len(TORCHVISION_PREFIX):]
         if tv_name not in torchvision.models.list_models(torchvision.models):
-            raise KeyError(f"torchvision has no classification model {tv_name!r}")
+            raise ValueError(f"torchvision has no classification model {tv_name!r}")
         return torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes, **kwargs)
-    raise KeyError(f"unknown model {name!r}; registered: {', '.join(CIFAR_MODELS)}, "
+    raise ValueError(f"unknown model {name!r}; registered: {', '.join(CIFAR_MODELS)}, "
                    f"or '{TORCHVISION_PREFIX}<name>' for a torchvision model")
 
 
