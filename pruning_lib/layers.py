@@ -357,6 +357,10 @@ class MultiheadAttentionHandler(LayerHandler):
         """The weight whose rows are the output channels (for the L1 criterion)."""
         return m.out_proj.weight
 
+    def in_weight(self, m) -> torch.Tensor:
+        """The weight whose columns are the input channels (q, k and v read them)."""
+        return m.in_proj_weight
+
     def head_weights(self, m) -> torch.Tensor:
         """|q, k, v rows| summed per head: shape (num_heads,), the heads' L1 norms."""
         return _head_l1(m.in_proj_weight, m.num_heads, m.head_dim)
@@ -436,6 +440,9 @@ class _RelativeAttentionHandler(LayerHandler):
     def out_weight(self, m) -> torch.Tensor:
         return m.merge.weight
 
+    def in_weight(self, m) -> torch.Tensor:
+        return m.to_qkv.weight
+
     def head_weights(self, m) -> torch.Tensor:
         return _head_l1(m.to_qkv.weight, m.n_heads, m.head_dim)
 
@@ -477,6 +484,179 @@ class _RelativeAttentionHandler(LayerHandler):
 def _head_pruned_relative_attention() -> type:
     """HeadPrunedRelativeAttention (made when torchvision is importable, see _register_torchvision)."""
     return globals()["HeadPrunedRelativeAttention"]
+
+
+class _WindowAttentionHandler(LayerHandler):
+    """torchvision's Swin ``ShiftedWindowAttention`` and ``ShiftedWindowAttentionV2`` (x: (B, H, W, C),
+    channels last): it reads its input channels (columns of ``qkv``), writes its output channels
+    (rows of ``proj``), and its heads are a unit: head j is rows [j*d, (j+1)*d) of q, k and v in
+    ``qkv`` (weight and bias), the same columns of ``proj``, and its relative position bias (V1:
+    column j of ``relative_position_bias_table``; V2: ``logit_scale[j]`` and row j of ``cpb_mlp``'s
+    last Linear). After a cut its forward is :class:`HeadPrunedWindowAttention`'s (the original takes
+    the head width from the input width C)."""
+    kind, role, axis = "attention", ATTENTION, -1
+    tensors = ()
+    owns_children = True
+
+    def unsupported(self, m) -> str:
+        if type(m) not in _WINDOW_ATTENTION_PRUNED and type(m) not in _WINDOW_ATTENTION_PRUNED.values():
+            return (f"{type(m).__name__} subclasses torchvision's {type(m).__mro__[1].__name__}, whose forward "
+                    "after a cut is not known here; register_handler a handler for it")
+        inner = m.num_heads * self.head_dim(m)
+        if m.qkv.out_features != 3 * inner or m.proj.in_features != inner:
+            return (f"qkv ({m.qkv.out_features} outputs) and proj ({m.proj.in_features} inputs) do not hold "
+                    f"{m.num_heads} heads of one width")
+        return ""
+
+    def heads(self, m) -> int:
+        return m.num_heads
+
+    def head_dim(self, m) -> int:
+        return m.qkv.out_features // (3 * m.num_heads)
+
+    def sizes(self, m):
+        return m.qkv.in_features, m.proj.out_features
+
+    def out_weight(self, m) -> torch.Tensor:
+        return m.proj.weight
+
+    def in_weight(self, m) -> torch.Tensor:
+        return m.qkv.weight
+
+    def head_weights(self, m) -> torch.Tensor:
+        return _head_l1(m.qkv.weight, m.num_heads, self.head_dim(m))
+
+    def head_columns(self, m, heads) -> tuple[torch.Tensor, list[int]]:
+        return m.proj.weight, _head_cols(heads, self.head_dim(m))
+
+    @staticmethod
+    def _bias_mlp_out(m) -> nn.Linear | None:
+        """V2's Linear writing one relative position bias per head (the last of ``cpb_mlp``)."""
+        mlp = getattr(m, "cpb_mlp", None)
+        return None if mlp is None else [c for c in mlp.modules() if isinstance(c, nn.Linear)][-1]
+
+    def shrink(self, m, out_drop, in_drop, heads=frozenset()):
+        n, d = m.num_heads, self.head_dim(m)
+        heads = set(heads)
+        rows = {i * n * d + j * d + t for i in range(3) for j in heads for t in range(d)}
+        _LINEAR.shrink(m.qkv, rows, in_drop)
+        _LINEAR.shrink(m.proj, out_drop, set(_head_cols(heads, d)))
+        if heads:
+            table = getattr(m, "relative_position_bias_table", None)
+            if isinstance(table, torch.Tensor):
+                kept = _keep(n, heads, table.device)
+                m.relative_position_bias_table = _param(table.data.index_select(1, kept), table)
+            scale = getattr(m, "logit_scale", None)
+            if isinstance(scale, torch.Tensor):
+                m.logit_scale = _param(scale.data.index_select(0, _keep(n, heads, scale.device)), scale)
+            last = self._bias_mlp_out(m)
+            if last is not None:
+                _LINEAR.shrink(last, heads, set())
+        m.num_heads = n - len(heads)
+        _to_head_pruned_window_attention(m)
+
+    def parameters_after(self, m, n_out, n_in, n_heads=0):
+        kept = m.num_heads - n_heads
+        inner = kept * self.head_dim(m)
+        e_in, e_out = self.sizes(m)
+        total = (3 * inner * (e_in - n_in) + (3 * inner if m.qkv.bias is not None else 0)
+                 + (e_out - n_out) * inner + ((e_out - n_out) if m.proj.bias is not None else 0))
+        table = getattr(m, "relative_position_bias_table", None)
+        if isinstance(table, nn.Parameter):
+            total += table.shape[0] * kept
+        if isinstance(getattr(m, "logit_scale", None), nn.Parameter):
+            total += kept
+        mlp = getattr(m, "cpb_mlp", None)
+        if mlp is not None:
+            last = self._bias_mlp_out(m)
+            total += sum(p.numel() for p in mlp.parameters()) - sum(p.numel() for p in last.parameters())
+            total += _LINEAR.parameters_after(last, n_heads, 0)
+        return total
+
+    def resize(self, m, state, prefix):
+        w, wo = state.get(prefix + "qkv.weight"), state.get(prefix + "proj.weight")
+        if w is None or wo is None or (w.shape == m.qkv.weight.shape and wo.shape == m.proj.weight.shape):
+            return
+        d = self.head_dim(m)
+        _LINEAR.resize(m.qkv, state, prefix + "qkv.")
+        _LINEAR.resize(m.proj, state, prefix + "proj.")
+        m.num_heads = w.shape[0] // (3 * d)
+        for name in ("relative_position_bias_table", "logit_scale"):
+            t = state.get(prefix + name)
+            if t is not None and isinstance(getattr(m, name, None), torch.Tensor):
+                setattr(m, name, _fresh(t.shape, getattr(m, name)))
+        last = self._bias_mlp_out(m)
+        if last is not None:
+            path = next(n for n, c in m.cpb_mlp.named_modules() if c is last)
+            _LINEAR.resize(last, state, f"{prefix}cpb_mlp.{path}.")
+        _to_head_pruned_window_attention(m)
+
+
+class _WindowAttentionForward:
+    """The forward of a Swin window attention (V1, and V2 when the module has a ``logit_scale``) of
+    ``num_heads`` heads of the width kept in ``qkv``, whatever the input width: pad to whole windows,
+    shift cyclically, attend within each window (relative position bias, a mask between the
+    regions a shift brought together), project, and undo the windows, the shift and the padding
+    (Liu et al. 2021, Swin Transformer; V2's scaled cosine attention: Liu et al. 2022)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        wh, ww = self.window_size
+        x = F.pad(x, (0, 0, 0, -w % ww, 0, -h % wh))
+        ph, pw = x.shape[1], x.shape[2]
+        shift = [0 if size <= win else s for s, win, size in zip(self.shift_size, self.window_size, (ph, pw))]
+        if sum(shift) > 0:
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        nh, nw = ph // wh, pw // ww
+        win = x.view(b, nh, wh, nw, ww, x.shape[-1]).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, wh * ww, -1)
+        tokens = wh * ww
+        heads = self.num_heads
+        d = self.qkv.out_features // (3 * heads)
+        cosine = getattr(self, "logit_scale", None) is not None
+        bias = self.qkv.bias
+        if cosine and bias is not None:                 # V2 learns no bias for the keys
+            bias = torch.cat([bias[:heads * d], torch.zeros_like(bias[heads * d:2 * heads * d]), bias[2 * heads * d:]])
+        q, k, v = F.linear(win, self.qkv.weight, bias).reshape(len(win), tokens, 3, heads, d).permute(2, 0, 3, 1, 4)
+        if cosine:
+            attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+            attn = attn * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        else:
+            attn = (q * d ** -0.5) @ k.transpose(-2, -1)
+        attn = attn + self.get_relative_position_bias()
+        if sum(shift) > 0:
+            mask = _shift_mask(ph, pw, self.window_size, shift, x)
+            attn = (attn.view(b, nh * nw, heads, tokens, tokens) + mask[None, :, None]).view(-1, heads, tokens, tokens)
+        attn = F.dropout(attn.softmax(-1), p=self.attention_dropout, training=self.training)
+        y = F.dropout(self.proj((attn @ v).transpose(1, 2).reshape(len(win), tokens, heads * d)),
+                      p=self.dropout, training=self.training)
+        y = y.view(b, nh, nw, wh, ww, y.shape[-1]).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, -1)
+        if sum(shift) > 0:
+            y = torch.roll(y, shifts=(shift[0], shift[1]), dims=(1, 2))
+        return y[:, :h, :w, :].contiguous()
+
+
+def _shift_mask(ph: int, pw: int, window, shift, like: torch.Tensor) -> torch.Tensor:
+    """(windows, P, P): 0 between two tokens of a window that came from the same region of the
+    padded (ph, pw) map before the cyclic shift, -100 between tokens that the shift brought together."""
+    def band(size, win, s):                              # 0, 1, 2: the three bands a shift makes on one axis
+        i = torch.arange(size, device=like.device)
+        return (i >= size - win).long() + (i >= size - s).long() if s else torch.zeros_like(i)
+
+    region = (3 * band(ph, window[0], shift[0])[:, None] + band(pw, window[1], shift[1])[None, :]).to(like.dtype)
+    wh, ww = window
+    per_window = region.view(ph // wh, wh, pw // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
+    diff = per_window[:, None, :] - per_window[:, :, None]
+    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+
+
+# torchvision's Swin attention classes -> their head-pruned subclasses (filled by _register_swin)
+_WINDOW_ATTENTION_PRUNED: dict[type, type] = {}
+
+
+def _to_head_pruned_window_attention(m: nn.Module) -> None:
+    """Give a cut Swin attention the forward that takes its head width from ``qkv``."""
+    if type(m) in _WINDOW_ATTENTION_PRUNED:
+        m.__class__ = _WINDOW_ATTENTION_PRUNED[type(m)]
 
 
 def _conv_handler(m: nn.Conv2d) -> LayerHandler:
@@ -531,6 +711,24 @@ def _register_torchvision() -> None:
     globals()["HeadPrunedRelativeAttention"] = HeadPrunedRelativeAttention
     register_handler(RelativePositionalMultiHeadAttention, _RelativeAttentionHandler())
     _BUILTIN_EXTRA.add(_RelativeAttentionHandler)
+    _register_swin()
+
+
+def _register_swin() -> None:
+    """Swin's window attentions (V1 and V2) with heads as a unit, and their head-pruned classes."""
+    from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
+    for base, name in ((ShiftedWindowAttention, "HeadPrunedWindowAttention"),
+                       (ShiftedWindowAttentionV2, "HeadPrunedWindowAttentionV2")):
+        cls = type(name, (_WindowAttentionForward, base), {
+            "__doc__": f"torchvision's {base.__name__} after surgery: ``num_heads`` heads of the width kept "
+                       "in ``qkv`` (the original takes the head width from the input width, equal only "
+                       "before a cut); the same function otherwise.",
+            "__module__": __name__, "__qualname__": name})      # picklable as pruning_lib.layers.<name>
+        globals()[name] = _WINDOW_ATTENTION_PRUNED[base] = cls
+    handler = _WindowAttentionHandler()
+    register_handler(ShiftedWindowAttention, handler)
+    register_handler(ShiftedWindowAttentionV2, handler)
+    _BUILTIN_EXTRA.add(_WindowAttentionHandler)
 
 
 _BUILTIN_EXTRA: set[type] = set()

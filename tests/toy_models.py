@@ -36,8 +36,8 @@ def silence_(model: nn.Module, graph, removals) -> nn.Module:
                 if ref.role == HEAD_OUT:                           # a head: its output projection columns
                     weight, cols = handler_for(m).head_columns(m, ref.indices(chans))
                     weight[:, cols] = 0
-                elif hasattr(handler_for(m), "out_weight"):        # an attention reading channels
-                    m.in_proj_weight[:, ref.indices(chans)] = 0
+                elif hasattr(handler_for(m), "in_weight"):         # an attention reading channels
+                    handler_for(m).in_weight(m)[:, ref.indices(chans)] = 0
                 else:
                     m.weight[:, ref.indices(chans)] = 0
     return model

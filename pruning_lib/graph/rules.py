@@ -46,8 +46,10 @@ class ModuleRules:
             return self._norm(node, name, x, shape_in, len(m.normalized_shape))
         if role == ATTENTION:
             out = self._attention(node, name, ins, shape_in)
-            return out if out is not None else self._refuse(
-                node, f"attention {name} ({type(m).__name__}) on a tensor whose channels do not lie on its last axis")
+            why = h.unsupported(m)
+            return out if out is not None else self._refuse(node, f"attention {name} ({type(m).__name__}): {why}" if why
+                                                            else f"attention {name} ({type(m).__name__}) on a tensor "
+                                                                 "whose channels do not lie on its last axis")
         if x is not None and x.dim != 1 and not (isinstance(m, (POINTWISE, nn.Flatten)) or (
                 isinstance(m, nn.PReLU) and m.num_parameters == 1)):
             return self._refuse(node, f"module {name} ({type(m).__name__}) works on axis 1 or the spatial axes, "
