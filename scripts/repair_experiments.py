@@ -50,8 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--synth-images", type=int, default=1024, help="images synthesised (--calibration synth)")
     p.add_argument("--synth-iterations", type=int, default=200)
     p.add_argument("--samples", type=int, default=None, help="calibration images the compensation reads (all)")
-    p.add_argument("--bn-variance", action=argparse.BooleanOptionalAction, default=True,
-                   help="BN re-estimation of the variances too (--no-bn-variance: means only)")
+    p.add_argument("--bn-variance", action="store_true", help="BN re-estimation of the variances too (default: means)")
+    p.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
+                   help="compensate readers in execution order, each on the compensated upstream's output")
     p.add_argument("--test-subset", type=int, default=0, help="test images (class-balanced; 0: all 10,000)")
     p.add_argument("--step-fraction", type=float, default=0.04)
     p.add_argument("--max-fraction", type=float, default=0.7, help="at most this fraction of eligible channels")
@@ -65,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-SHAPING = ("model", "calibration", "synth_images", "synth_iterations", "samples", "bn_variance", "test_subset",
+SHAPING = ("model", "calibration", "synth_images", "synth_iterations", "samples", "bn_variance", "sequential",
+           "test_subset",
            "step_fraction", "max_fraction", "stop_drop")
 
 
@@ -130,7 +132,6 @@ def main(argv=None) -> dict:
         result["wall_time_s"] = round(time.perf_counter() - t_start, 1)
         out.write_text(json.dumps(result, indent=1) + "\n")
 
-    bn_kwargs = None if a.bn_variance else {"variance": False}
     for crit in criteria:
         run = global_prune(model, Target(channels=a.max_fraction), criterion=crit, data=data, input_shape=INPUT,
                            step_fraction=a.step_fraction, max_steps=a.max_steps, name=a.model)
@@ -149,7 +150,8 @@ def main(argv=None) -> dict:
                 t0 = time.perf_counter()
                 if REPAIRS[rep]:
                     fixed, _ = repair_pruned(model, run.graph, removals, data, repairs=REPAIRS[rep],
-                                             samples=a.samples, bn_kwargs=bn_kwargs)
+                                             samples=a.samples, sequential=a.sequential,
+                                             bn_variance=a.bn_variance)
                 else:
                     fixed = run.model_at(st.step)
                 acc = round(evaluate(fixed, test), 2)

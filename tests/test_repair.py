@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from pruning_lib.graph import discover
 from pruning_lib.pruning import Target, bn_recalibrate, global_prune
 from pruning_lib.repair import (PatchMoments, compensate, delta_closed_form, delta_star, fidelity_statistics,
-                                hifi_removals, hifi_scores, least_squares_refit, prune_and_repair)
+                                hifi_removals, hifi_scores, least_squares_refit, prune_and_repair,
+                                repair_pruned)
 from pruning_lib.scoring import get_criterion
 from pruning_lib.surgery import prune
 from toy_models import randomised
@@ -338,6 +339,31 @@ def test_prune_and_repair_improves_fidelity_and_leaves_the_caller_alone(net):
     assert state.keys() == model.state_dict().keys()
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert not model.training and model.conv_c.weight.requires_grad is False and model.stem.weight.requires_grad
+
+
+def test_bn_repair_re_estimates_the_means_and_keeps_the_variances_unless_asked(net):
+    """The default BN repair replaces the running means only (docs/repair.md, choice 10); with
+    bn_variance=True the variances are re-estimated too, as bn_recalibrate does on the same samples."""
+    loader = DataLoader(TensorDataset(_inputs(64, seed=13), torch.zeros(64, dtype=torch.long)), batch_size=16)
+    g = discover(net, SHAPE)
+    removals = {g.dfcs[0]: [0]}
+    pruned = prune(net, g, removals)
+    for variance in (False, True):
+        fixed, _ = repair_pruned(net, g, removals, loader, repairs=("bn",), bn_variance=variance)
+        want = bn_recalibrate(pruned, data=loader, variance=variance)
+        for m, ref, old in zip(_bns(fixed), _bns(want), _bns(pruned)):
+            torch.testing.assert_close(m.running_mean, ref.running_mean)
+            torch.testing.assert_close(m.running_var, (ref if variance else old).running_var)
+        assert any(not torch.equal(m.running_var, old.running_var)
+                   for m, old in zip(_bns(fixed), _bns(pruned))) == variance
+    default, _ = repair_pruned(net, g, removals, loader, repairs=("bn",))
+    assert all(torch.equal(m.running_var, old.running_var) for m, old in zip(_bns(default), _bns(pruned)))
+    with pytest.raises(ValueError, match="contradicts bn_variance"):
+        repair_pruned(net, g, removals, loader, repairs=("bn",), bn_kwargs={"variance": True})
+
+
+def _bns(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
 def test_prune_and_repair_refuses_bad_requests(net):

@@ -6,8 +6,9 @@ The channels are ordered once by a criterion on the unpruned model (as DFPC's gl
 from the unpruned model, physically, then repairs the result against the unpruned model:
 compensation of every reader of removed channels (:mod:`.compensation`, Proposition 3.8 and the
 least-squares refit), then BatchNorm re-estimation (:func:`pruning_lib.bn_recalibrate`, the paper's
-"BN update" of section 5.4.1), both on the same unlabelled ``data`` (real held-out images, a course
-split, or images from :func:`~pruning_lib.repair.synthesis.synthesize_images`). Each step is repaired
+"BN update" of section 5.4.1; the running means only unless ``bn_variance``), both on the same
+unlabelled ``data`` (real held-out images, a course split, or images from
+:func:`~pruning_lib.repair.synthesis.synthesize_images`). Each step is repaired
 from the unpruned model afresh, so the steps of runs with different repairs are the same prunings.
 """
 from __future__ import annotations
@@ -63,13 +64,25 @@ def _bn_source(data):
 
 def repair_pruned(base: nn.Module, graph: ChannelGraph, removals, data, *, repairs=REPAIRS,
                   method: str = "auto", ridge: float = 1e-4, sequential: bool = True, samples: int | None = None,
-                  batch_size: int = 250, bn_kwargs: dict | None = None) -> tuple[nn.Module, list[LayerCompensation]]:
+                  batch_size: int = 250, bn_variance: bool = False,
+                  bn_kwargs: dict | None = None) -> tuple[nn.Module, list[LayerCompensation]]:
     """``prune(base, graph, removals)`` repaired: compensation against ``base`` (if in ``repairs``),
-    then BatchNorm re-estimation (if in ``repairs``; ``bn_kwargs`` go to :func:`bn_recalibrate`).
-    Returns the repaired model (in eval mode) and the compensation records. ``base`` is not modified."""
+    then BatchNorm re-estimation (if in ``repairs``): the running means, and the variances too only with
+    ``bn_variance`` (re-estimated variances scale a pruned layer's surviving signal back up, see
+    :func:`bn_recalibrate`); ``bn_kwargs`` go to :func:`bn_recalibrate`. Returns the repaired model (in
+    eval mode) and the compensation records. ``base`` is not modified."""
     return _repaired(prune(base, graph, removals), base, graph, removals, data, repairs=_check_repairs(repairs),
                      method=method, ridge=ridge, sequential=sequential, samples=samples, batch_size=batch_size,
-                     bn_kwargs=bn_kwargs)
+                     bn_kwargs=_bn_settings(bn_variance, bn_kwargs))
+
+
+def _bn_settings(bn_variance: bool, bn_kwargs: dict | None) -> dict:
+    """:func:`bn_recalibrate`'s keywords: ``bn_kwargs`` with ``variance=bn_variance`` (one place to say it)."""
+    kwargs = dict(bn_kwargs or {})
+    if "variance" in kwargs and kwargs["variance"] != bn_variance:
+        raise ValueError(f"bn_kwargs={bn_kwargs!r} contradicts bn_variance={bn_variance}: pass bn_variance= only")
+    kwargs["variance"] = bn_variance
+    return kwargs
 
 
 def _repaired(model: nn.Module, base: nn.Module, graph: ChannelGraph, removals, data, *, repairs, method, ridge,
@@ -81,7 +94,7 @@ def _repaired(model: nn.Module, base: nn.Module, graph: ChannelGraph, removals, 
                          samples=samples, batch_size=batch_size, inplace=True)
         records = res.layers
     if "bn" in repairs:
-        model = bn_recalibrate(model, data=_bn_source(data), inplace=True, **(bn_kwargs or {}))
+        model = bn_recalibrate(model, data=_bn_source(data), inplace=True, **bn_kwargs)
     return model.eval(), records
 
 
@@ -91,7 +104,8 @@ def prune_and_repair(model: nn.Module, target: Target | None = None, *,
                      progress: bool = False, repairs=REPAIRS, step_fraction: float = 0.01, coupled: bool = True,
                      align: int = 1, max_steps: int | None = None, method: str = "auto", ridge: float = 1e-4,
                      sequential: bool = True, samples: int | None = None, batch_size: int = 250,
-                     bn_kwargs: dict | None = None, latency: bool = False, latency_shape: tuple | None = None,
+                     bn_variance: bool = False, bn_kwargs: dict | None = None, latency: bool = False,
+                     latency_shape: tuple | None = None,
                      latency_repeats: int = 10, latency_threads: int | None = None,
                      name: str | None = None) -> RepairResult:
     """:func:`pruning_lib.global_prune` to ``target`` by ``criterion``'s global order, every step
@@ -101,6 +115,7 @@ def prune_and_repair(model: nn.Module, target: Target | None = None, *,
     DataLoader, a tensor of inputs, a course split name such as ``"dist"``, or synthesised images'
     ``.loader()``; ``samples`` caps what the compensation reads. ``repairs``: any of ``"bn"``,
     ``"compensation"`` (compensation runs first, as in the paper); ``()`` prunes without repair.
+    ``bn_variance``: re-estimate the BatchNorm variances too (default: the means only; docs/repair.md).
     ``evaluate``: a data source or ``evaluate(model) -> float`` for every step's accuracy (required with
     an accuracy target). ``method``, ``ridge``, ``sequential``: see
     :func:`~pruning_lib.repair.compensation.compensate`. The rest as in :func:`pruning_lib.global_prune`.
@@ -112,6 +127,7 @@ def prune_and_repair(model: nn.Module, target: Target | None = None, *,
                          "or pass repairs=()")
     if input_shape is None and graph is None and not isinstance(criterion, ChannelScores) and data is not None:
         input_shape = (1,) + tuple(next(iter_inputs(data, 1, 1)).shape[1:])
+    bn_kwargs = _bn_settings(bn_variance, bn_kwargs)
     records: list[list[LayerCompensation]] = []
 
     def repair(pruned: nn.Module, original: nn.Module, graph: ChannelGraph, removals) -> nn.Module:
@@ -127,7 +143,8 @@ def prune_and_repair(model: nn.Module, target: Target | None = None, *,
                        repair=repair if repairs else None, latency=latency, latency_shape=latency_shape,
                        latency_repeats=latency_repeats, latency_threads=latency_threads, name=name)
     res.report.method += " + " + ("+".join(repairs) or "no repair")
-    res.report.info.update(repairs=list(repairs), method=method, ridge=ridge, sequential=sequential, samples=samples)
+    res.report.info.update(repairs=list(repairs), method=method, ridge=ridge, sequential=sequential, samples=samples,
+                           bn_variance=bn_variance)
     fields = {f.name: getattr(res, f.name) for f in dataclasses.fields(res)}
     return RepairResult(**fields, repairs=repairs,
                         compensation={i + 1: r for i, r in enumerate(records)})
