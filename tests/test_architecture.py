@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1] / "pruning_lib"
 
 # bottom to top; units on one line may not import each other (except those listed in SAME)
 LAYERS = [
-    ("modes", "progress"),            # foundations: restoring a model's modes, progress bars
+    ("modes", "progress", "legacy"),  # foundations: restoring a model's modes, progress bars, earlier call shapes
     ("sources",),                     # the data-source protocol
     ("layers",),                      # what the library knows about each layer type (handlers)
     ("graph",),                       # discovery of the DFCs
@@ -87,3 +87,17 @@ def test_the_check_catches_an_upward_import(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "ROOT", pkg)
     with pytest.raises(AssertionError, match=r"pruning_lib\.graph\.bad:2 imports pruning_lib\.pruning"):
         test_no_module_imports_upward()
+
+
+def test_generic_verbs_on_a_users_data_load_no_course_module():
+    """The course (CIFAR-10 splits, models) is loaded only when a course split is named: importing the
+    library and repairing/recalibrating a model on a user's own batches leave it unloaded."""
+    import subprocess
+    import sys
+    code = ("import sys, torch; from torch import nn; import pruning_lib as pl; "
+            "from pruning_lib.repair.inputs import iter_inputs; "
+            "m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)); xs = [torch.randn(2, 3, 8, 8)]; "
+            "list(iter_inputs(xs)); pl.bn_recalibrate(m, data=[(x, torch.zeros(2, dtype=torch.long)) for x in xs]); "
+            "print(sorted(k for k in sys.modules if k.startswith('pruning_lib.course')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

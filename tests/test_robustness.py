@@ -459,6 +459,19 @@ def test_resize_to_state_of_another_architecture_touches_nothing():
         pl.resize_to_state(small(), {k: v.flatten() if k == "0.0.weight" else v for k, v in small().state_dict().items()})
 
 
+def test_why_another_architecture_is_refused_not_warned():
+    """PyTorch's load_state_dict copies every tensor whose name and shape match before it refuses the
+    others: a warning in resize_to_state followed by the usual load would lose the trained weights."""
+    m = small()
+    g = pl.discover(m, (2, 3, 16, 16))
+    state = pl.prune(m, g, {g.dfcs[1]: [0]}).state_dict()
+    other = nn.Sequential(block(3, 8), nn.Sequential(nn.Conv2d(8, 8, 3, padding=1)), Head(8))
+    trained = other[0][0].weight.detach().clone()
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        other.load_state_dict(state)
+    assert not torch.equal(other[0][0].weight, trained) and torch.equal(other[0][0].weight, state["0.0.weight"])
+
+
 # =========================================================================== unhelpful errors
 
 @pytest.mark.parametrize("dt", [torch.float64, torch.float16, torch.bfloat16])

@@ -14,7 +14,7 @@ from ..layers import ATTENTION, CHANNELWISE, GROUPED, NORMALISING, PRODUCER, Lay
 from .ops import (ACTIVATIONS, CHANNELWISE_FUNCS, CHANNELWISE_METHODS, ELEMENTWISE, ELEMENTWISE_METHODS,
                   MULTI_OUTPUT, NON_TENSOR, NORM_FUNCS, PARAM_VIEWS, PERMUTE_METHODS, PERMUTES, POINTWISE,
                   POINTWISE_FUNCS, SPATIAL_2D, SPATIAL_2D_FUNCS)
-from .spaces import _Desc, _Seg
+from .spaces import _Desc, _Seg, _Spaces
 from .types import DEPENDENT, FEED_IN, FEED_OUT, GROUPED_IN, HEAD_IN, HEAD_OUT, PARAM, ChannelRef
 
 LAYERNORM_REASON = ("normalised together by a LayerNorm (its mean and variance mix the channels): no removal "
@@ -22,7 +22,52 @@ LAYERNORM_REASON = ("normalised together by a LayerNorm (its mean and variance m
 LAYERNORM_OPT_IN = "; discover(..., inexact_norms=True) prunes them anyway"
 
 
-class ModuleRules:
+class RuleHost:
+    """What the rules read and call on the pass that runs them; :class:`~pruning_lib.graph.propagation.Propagation`
+    defines every one (the mixins below hold rules only, no state of their own)."""
+    modules: dict[str, nn.Module]                       # the traced model's modules by name
+    frozen: dict[str, str]                              # module -> why its channels stay whole
+    inexact_norms: bool
+    sp: _Spaces
+    desc: dict[torch.fx.Node, _Desc | None]             # node -> its output's channel spaces
+    shapes: dict[str, tuple]
+    items: dict[torch.fx.Node, tuple]
+    item_dims: dict[torch.fx.Node, int]
+    first_only: set
+    head_atoms: dict[torch.fx.Node, int]
+    module_atoms: dict[str, tuple]
+    consumed: dict[str, _Desc]
+    pooled_reads: dict[str, str]
+    params_of: dict[torch.fx.Node, tuple[str, int]]
+    param_ok: dict[torch.fx.Node, set]
+    param_atoms: dict[str, list[int]]
+
+    @staticmethod
+    def _shape(node) -> tuple | None: raise NotImplementedError
+
+    @staticmethod
+    def _arg0(node): raise NotImplementedError
+
+    @staticmethod
+    def _dim_arg(node, pos: int, default): raise NotImplementedError
+
+    def _fresh(self, node, reason: str | None = None, origin: str | None = None,
+               dim: int = 1) -> _Desc | None: raise NotImplementedError
+
+    def _mark(self, d: _Desc | None, reason: str) -> None: raise NotImplementedError
+
+    def _ref(self, d: _Desc, module: str, role: str) -> None: raise NotImplementedError
+
+    def _inputs(self, node) -> list[_Desc]: raise NotImplementedError
+
+    def _unsupported(self, node, what: str) -> _Desc | None: raise NotImplementedError
+
+    def _refuse(self, node, reason: str, dim: int | None = None) -> _Desc | None: raise NotImplementedError
+
+    def _unify(self, descs: list[_Desc], node, dim: int | None = None) -> _Desc | None: raise NotImplementedError
+
+
+class ModuleRules(RuleHost):
     """Module calls: producers create channel spaces, dependent layers pass them on, grouped convs
     coarsen them to whole groups, flatten scales them by the spatial size."""
 
@@ -260,7 +305,7 @@ class ModuleRules:
         return order
 
 
-class OpRules:
+class OpRules(RuleHost):
     """Function and method calls: channel-wise ops pass spaces through, element-wise ops unify them,
     concatenation lays them side by side, spatial reductions keep them."""
 
@@ -471,7 +516,7 @@ class OpRules:
         return out
 
 
-class TupleRules:
+class TupleRules(RuleHost):
     """Ops returning several tensors (chunk, split, max(dim), ...): followed through their getitems
     along a spatial dim, refused along the batch or channel axis."""
 
@@ -570,4 +615,4 @@ class TupleRules:
         return self._unsupported(node, f"{getattr(node.target, '__name__', node.target)} of a tuple of tensors")
 
 
-__all__ = ["ModuleRules", "OpRules", "TupleRules"]
+__all__ = ["RuleHost", "ModuleRules", "OpRules", "TupleRules"]

@@ -7,11 +7,12 @@ costs against a removal order (:mod:`.channel_cost`, imported on use)."""
 from .bn_recalibration import bn_recalibrate
 from .global_pruning import GlobalPruningResult, global_prune, removal_order, step_plan
 from .report import PruningReport, PruningStep
-from .result import PruningResult, dfc_name
+from .result import PruningResult, Removals, dfc_name
 from .target import StopRule, Target
 from .tvsprune import (Attempt, IterResult, cap_removals, eps_candidates, iter_tvs_prune, prune_to_sparsity,
                        tvs_prune)
 
-__all__ = ["Target", "StopRule", "PruningResult", "dfc_name", "global_prune", "GlobalPruningResult", "removal_order",
+__all__ = ["Target", "StopRule", "PruningResult", "Removals", "dfc_name", "global_prune", "GlobalPruningResult",
+           "removal_order",
            "step_plan", "tvs_prune", "iter_tvs_prune", "prune_to_sparsity", "eps_candidates", "cap_removals",
            "IterResult", "Attempt", "bn_recalibrate", "PruningReport", "PruningStep"]

@@ -12,8 +12,11 @@ from .. import sources
 from ..modes import kept_modes
 from ..sources import DataSource
 from ..layers import is_batchnorm
+from ..legacy import earlier_positions
 
 
+@earlier_positions(("data", "inplace", "batch_size", "per_class", "augment", "cutout", "passes", "seed", "variance"),
+                   lambda args: True, "bn_recalibrate(model, data=...)")
 @torch.no_grad()
 def bn_recalibrate(model: nn.Module, *, data: DataSource | None = None, inplace: bool = False,
                    batch_size: int = 250, per_class: int | None = None, augment: bool | None = None,
@@ -73,7 +76,7 @@ def bn_recalibrate(model: nn.Module, *, data: DataSource | None = None, inplace:
                     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
                         skipped += 1
                         warnings.warn(f"bn_recalibrate: batch {i} of the data source holds NaN or infinite inputs; "
-                                      "it is skipped (clean the data to use it)", RuntimeWarning, stacklevel=3)
+                                      "it is skipped (clean the data to use it)", RuntimeWarning, stacklevel=4)
                         continue
                     target(x.to(device))
         if not batches:
@@ -101,7 +104,7 @@ def bn_recalibrate(model: nn.Module, *, data: DataSource | None = None, inplace:
         names = [n for n, m in target.named_modules() if any(m is u for u in unseen)]
         warnings.warn(f"bn_recalibrate: no {'finite ' if skipped else ''}sample reached {len(names)} BatchNorm(s) "
                       f"({', '.join(names[:4])}{' ...' if len(names) > 4 else ''}); they keep their statistics "
-                      "(a BN off the eval-mode forward path, or every batch skipped)", RuntimeWarning, stacklevel=3)
+                      "(a BN off the eval-mode forward path, or every batch skipped)", RuntimeWarning, stacklevel=4)
     return target
 
 

@@ -23,6 +23,7 @@ from .. import sources
 from ..measure.accuracy import as_evaluator
 from ..graph.discovery import discover
 from ..graph.types import DFC, ChannelGraph
+from ..legacy import earlier_positions
 from ..measure.counts import count_flops, count_parameters
 from ..measure.latency import compare_latency, speedups
 from ..progress import close_bar
@@ -30,7 +31,7 @@ from ..scoring.base import ChannelScores, resolve_criterion
 from ..sources import DataSource, Evaluator
 from ..surgery.prune import prune
 from .report import PruningReport, PruningStep
-from .result import PruningResult, named
+from .result import PruningResult, Removals, named
 from .target import StopRule, Target
 
 
@@ -43,10 +44,13 @@ class GlobalPruningResult(PruningResult):
     prefix: list[int] = field(default_factory=list, repr=False)   # order entries taken at each step
     align: int = 1
 
-    def removals(self, step: int | None = None) -> dict[DFC, list[int]]:
-        """The channels (indices of the unpruned model) removed up to ``step`` (default: accepted),
-        keyed by the DFCs of ``graph``."""
-        step = self.accepted_step if step is None else step
+    @property
+    def removals(self) -> Removals:
+        """The channels (indices of the unpruned model) removed up to the accepted step, keyed by the DFCs
+        of ``graph``; ``removals(step)`` those removed up to ``step``."""
+        return Removals(self._plan(self.accepted_step), self._plan)
+
+    def _plan(self, step: int) -> dict[DFC, list[int]]:
         return step_plan(self.order, self.prefix[step], self.align)
 
     def model_at(self, step: int) -> nn.Module:
@@ -101,6 +105,13 @@ def step_plan(order: list[tuple[DFC, int]], n: int, align: int = 1) -> dict[DFC,
 Repair = Callable[[nn.Module, nn.Module, ChannelGraph, "dict[DFC, list[int]]"], nn.Module]
 
 
+def criterion_first(args: tuple) -> bool:
+    """The earlier ``verb(model, criterion, target)`` order: a criterion where the target goes."""
+    return isinstance(args[1], (str, ChannelScores)) or (callable(args[1]) and not isinstance(args[1], Target))
+
+
+@earlier_positions(("criterion", "target"), criterion_first,
+                   "global_prune(model, target, criterion=...)")
 def global_prune(model: nn.Module, target: Target | None = None, *,
                  criterion: str | Callable[..., ChannelScores] | ChannelScores = "dfpc",
                  data: DataSource | None = None, evaluate: Evaluator | DataSource | None = None,

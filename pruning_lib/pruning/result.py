@@ -3,14 +3,16 @@ each step, and why it stopped.
 
 ``result.removed`` names each DFC by its feed-in layers (names that survive pruning, so a DFC of the
 unpruned model and the same DFC after several steps have one name) and lists the removed channels by
-their index in the UNPRUNED model; ``result.removals()`` gives the same keyed by ``result.graph``'s
-DFC objects, ready for ``prune(original, result.graph, ...)``. ``result.report`` has one
+their index in the UNPRUNED model; ``result.removals`` gives the same keyed by ``result.graph``'s
+DFC objects, ready for ``prune(original, result.graph, ...)`` (a :class:`Removals`: a mapping, and
+``result.removals(step)`` gives another step's where the run can rebuild it). ``result.report`` has one
 :class:`~pruning_lib.pruning.report.PruningStep` per measured step (step 0 is the unpruned model) and
 ``result.accepted_step`` is the step ``result.model`` is.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from torch import nn
 
@@ -24,6 +26,23 @@ DFCName = tuple[str, ...]
 def dfc_name(dfc: DFC) -> DFCName:
     """A DFC's name: its feed-in layers, sorted (the same in the unpruned model and after pruning)."""
     return tuple(sorted(dfc.A))
+
+
+class Removals(dict):
+    """Channels removed per DFC of ``result.graph`` (indices of the unpruned model) at the accepted step.
+    Calling it gives a copy: ``removals()`` that step's, ``removals(step)`` another step's, for results
+    whose run can rebuild every step (global pruning)."""
+
+    def __init__(self, accepted: dict[DFC, list[int]], at: Callable[[int], dict[DFC, list[int]]] | None = None):
+        super().__init__(accepted)
+        self._at = at
+
+    def __call__(self, step: int | None = None) -> dict[DFC, list[int]]:
+        if step is None:
+            return {d: list(c) for d, c in self.items()}
+        if self._at is None:
+            raise TypeError("this result keeps the accepted step's removals only; use result.removals")
+        return self._at(step)
 
 
 def named(removals: dict[DFC, list[int]]) -> dict[DFCName, list[int]]:
@@ -45,10 +64,11 @@ class PruningResult:
     accepted_step: int
     scores: ChannelScores | None = None
 
-    def removals(self) -> dict[DFC, list[int]]:
+    @property
+    def removals(self) -> Removals:
         """``removed`` keyed by the DFCs of ``graph`` (the unpruned model's)."""
         by_name = {dfc_name(d): d for d in self.graph.dfcs}
-        return {by_name[k]: list(c) for k, c in self.removed.items()}
+        return Removals({by_name[k]: list(c) for k, c in self.removed.items()})
 
     @property
     def channels_removed(self) -> int:
@@ -73,4 +93,4 @@ class PruningResult:
         return self.report.base.flops / self.report.steps[self.accepted_step].flops
 
 
-__all__ = ["PruningResult", "DFCName", "dfc_name", "named"]
+__all__ = ["PruningResult", "Removals", "DFCName", "dfc_name", "named"]

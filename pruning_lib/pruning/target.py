@@ -2,8 +2,9 @@
 
 ``Target(parameters=0.5)`` removes half of the parameters (a sparsity of 0.5, TVSPrune's
 vocabulary); ``Target(channels=0.3)`` removes at most 30 % of the eligible channels. Global pruning
-(DFPC) reads ``parameters``, ``flops``, ``channels``, ``speedup`` and ``accuracy_drop``; IterTVSPrune
-reads ``parameters``, ``accuracy_drop`` and ``min_accuracy`` and refuses a Target with the others.
+(DFPC) reads every field: ``parameters``, ``flops``, ``channels``, ``speedup``, ``accuracy_drop`` and
+``min_accuracy``; IterTVSPrune reads ``parameters``, ``flops``, ``accuracy_drop`` and ``min_accuracy`` and
+refuses a Target with ``channels`` or ``speedup`` (use ``global_prune(..., criterion="tvs")`` for those).
 
 Every field is checked once, here: a real number (Python, NumPy or a one-element tensor; stored as
 a float) in its range. ``parameters=0.0`` means "remove nothing": the unpruned model already meets

@@ -23,6 +23,7 @@ from .. import sources
 from ..measure.accuracy import as_evaluator
 from ..graph.discovery import discover
 from ..graph.types import DFC, ChannelGraph
+from ..legacy import earlier_positions
 from ..measure.counts import count_flops, count_parameters
 from ..progress import close_bar
 from tqdm.auto import tqdm
@@ -110,6 +111,9 @@ def _one_shot(model: nn.Module, graph: ChannelGraph, removals: dict[DFC, list[in
 
 # --------------------------------------------------------------------------- one shot
 
+@earlier_positions(("graph", "data", "eps", "distance", "stream_reduce", "per_class", "scores", "input_shape"),
+                   lambda args: len(args) > 2 or isinstance(args[1], ChannelGraph),
+                   "tvs_prune(model, eps, data=..., graph=...)")
 def tvs_prune(model: nn.Module, eps: float = 0.5, *, data: DataSource | None = None,
               graph: ChannelGraph | None = None, input_shape: tuple | None = None,
               scores: ChannelScores | None = None, distance: str = "hellinger_lb", stream_reduce: str = "mean",
@@ -192,6 +196,8 @@ class IterResult(PruningResult):
         return len(self.attempts)
 
 
+@earlier_positions(("data", "evaluate", "target"), lambda args: not isinstance(args[1], Target),
+                   "iter_tvs_prune(model, target, data=..., evaluate=...)")
 def iter_tvs_prune(model: nn.Module, target: Target, *, data: DataSource | None = None,
                    evaluate: Evaluator | DataSource | None = None, input_shape: tuple | None = None,
                    progress: bool = False, eps0: float = 0.5, eps_step: float = 0.025, max_step: float | None = None,

@@ -11,6 +11,8 @@ from typing import Iterator
 
 import torch
 
+from .. import sources
+
 __all__ = ["iter_inputs", "RepairDataError"]
 
 
@@ -19,13 +21,13 @@ class RepairDataError(TypeError):
 
 
 def _split_batches(data, batch_size: int) -> Iterator[torch.Tensor] | None:
-    """Normalised batches of a course split (given by name or as a ``CIFAR10Split``), else None."""
-    from ..course.data import CIFAR10Split, batches, load_split
-    if isinstance(data, str):
-        data = load_split(data)
-    if isinstance(data, CIFAR10Split):
-        return (x for x, _ in batches(data, batch_size))
-    return None
+    """Normalised batches of a course split (given by name or as a ``CIFAR10Split``), else None; the
+    course is imported only for a split name (a split object means it already is)."""
+    data = sources.resolve(data)
+    if not sources.is_split(data):
+        return None
+    from ..course.data import batches
+    return (x for x, _ in batches(data, batch_size))
 
 
 def iter_inputs(data, batch_size: int = 250, limit: int | None = None, *, what: str = "data") -> Iterator[torch.Tensor]:

@@ -22,7 +22,9 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from ..graph import ChannelGraph
+from ..legacy import earlier_positions
 from ..pruning import GlobalPruningResult, Target, bn_recalibrate, global_prune
+from ..pruning.global_pruning import criterion_first
 from ..scoring import ChannelScores
 from ..surgery import prune
 from .compensation import LayerCompensation, compensate
@@ -98,6 +100,7 @@ def _repaired(model: nn.Module, base: nn.Module, graph: ChannelGraph, removals, 
     return model.eval(), records
 
 
+@earlier_positions(("criterion", "target"), criterion_first, "prune_and_repair(model, target, criterion=...)")
 def prune_and_repair(model: nn.Module, target: Target | None = None, *,
                      criterion: str | Callable[..., ChannelScores] | ChannelScores = "dfpc", data=None,
                      evaluate=None, graph: ChannelGraph | None = None, input_shape: tuple | None = None,

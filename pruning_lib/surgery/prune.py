@@ -251,8 +251,11 @@ def resize_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None
     architecture. Each layer type's handler rebuilds its own tensors; other modules are left alone.
 
     ``state`` is checked first (same keys as the model's state_dict, same tensor ranks): a state of
-    another architecture is a PruningError naming the keys, and the model is left untouched; only layers whose shapes differ are rebuilt, their new tensors on the
-    model's device, in its dtype, with its requires_grad (load_state_dict then fills them)."""
+    another architecture is a PruningError naming the keys, and the model is left untouched (a warning
+    would not do: PyTorch's ``load_state_dict`` copies every matching tensor before it refuses the
+    others, so the trained weights would be lost in the next line). Only layers whose shapes differ are
+    rebuilt, their new tensors on the model's device, in its dtype, with its requires_grad
+    (load_state_dict then fills them)."""
     problem = check_state(model, state)
     if problem:
         raise PruningError(f"resize_to_state: {problem} (the model is left as it was)")
@@ -265,6 +268,10 @@ def resize_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None
 def check_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
     """Why ``state`` is not a (pruned) state_dict of ``model``'s architecture (other keys, tensors of
     another rank), or "" when it is one."""
+    return _other_keys(model, state) or _other_ranks(model, state)
+
+
+def _other_keys(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
     if not isinstance(state, Mapping):
         raise PruningError(f"state must be a state_dict (a mapping of names to tensors), got {type(state).__name__}")
     own = model.state_dict()
@@ -275,6 +282,11 @@ def check_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
             + (f"missing keys {missing[:4]}{' ...' if len(missing) > 4 else ''}; " if missing else "")
             + (f"unexpected keys {unexpected[:4]}{' ...' if len(unexpected) > 4 else ''}; " if unexpected else "")
             + "build the model the state was saved from (the same architecture, unpruned), then resize it")
+    return ""
+
+
+def _other_ranks(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    own = model.state_dict()
     ranks = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.dim() != own[k].dim()]
     if ranks:
         return (f"state's tensors {ranks[:4]} have another rank than the model's (e.g. {ranks[0]}: "
