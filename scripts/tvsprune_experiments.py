@@ -66,8 +66,9 @@ def command(a: argparse.Namespace) -> str:
 
 
 def checkpoint_path(a: argparse.Namespace) -> Path:
-    """The checkpoint pruned: ``--checkpoint``, else ``data/checkpoints/<model>.pt``."""
-    return Path(a.checkpoint) if a.checkpoint else ROOT / "data" / "checkpoints" / f"{a.model}.pt"
+    """The checkpoint pruned: ``--checkpoint`` (a relative path is read from the project root, so a
+    results file's recorded command reruns from anywhere), else ``data/checkpoints/<model>.pt``."""
+    return ROOT / a.checkpoint if a.checkpoint else ROOT / "data" / "checkpoints" / f"{a.model}.pt"
 
 
 def target_sparsities(a: argparse.Namespace) -> list[float]:
