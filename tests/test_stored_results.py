@@ -16,8 +16,9 @@ What is recomputed per file (everything else in it is not; see each test):
 - ``dfpc_resnet56_align8.json``: steps 0-3 of both curves (align 8).
 - ``dfpc_resnet56_finetune.json``: steps 0-3 of both curves; its rows equal ``dfpc_resnet56.json``'s
   (same settings), so that file's accuracy check covers it. Not the one-epoch fine-tunes (147 s each).
-- ``dfpc_resnet20.json`` (the course recipe's ResNet-20, notebook 02's recipe section): steps 0-3 of its
-  three curves; the accuracy on ``test[2000]`` of DFPC's step 1 and L1's step 3.
+- ``dfpc_resnet20.json`` and ``dfpc_resnet20_paper.json`` (the course and paper recipes' ResNet-20s, notebook
+  02's recipe section): steps 0-3 of their three curves; the accuracy on ``test[2000]`` of DFPC's step 1 and
+  L1's step 3 (course) and DFPC's step 2 (paper).
 - ``dfpc_cifar_resnet50.json``: steps 0-1 of all four curves. No accuracy (each is a full test-set
   pass of a ResNet-50, minutes on a CPU), no fine-tune.
 - ``tvsprune_resnet20.json``: IterTVSPrune's first step (the same at every target: scores on ``dist``,
@@ -61,9 +62,10 @@ STRUCTURE = ("step", "channels_removed", "parameters", "flops")          # compa
 # give the same counts from different layers; dropping DFPC's BN factor shows only from step 3 there)
 DFPC_FILES = {"dfpc_resnet56.json": (3, None), "dfpc_resnet56_align8.json": (3, None),
               "dfpc_resnet56_finetune.json": (3, None), "dfpc_cifar_resnet50.json": (1, None),
-              "dfpc_resnet20.json": (3, None)}
+              "dfpc_resnet20.json": (3, None), "dfpc_resnet20_paper.json": (3, None)}
 DFPC_ACCURACY = [("dfpc_resnet56.json", "DFPC (coupled)", 1),            # (file, curve, step) re-evaluated
-                 ("dfpc_resnet20.json", "DFPC (coupled)", 1), ("dfpc_resnet20.json", "L1", 3)]
+                 ("dfpc_resnet20.json", "DFPC (coupled)", 1), ("dfpc_resnet20.json", "L1", 3),
+                 ("dfpc_resnet20_paper.json", "DFPC (coupled)", 2)]
 TVS_FILES = {"tvsprune_resnet20.json": None, "tvsprune_resnet56.json": 1}  # baseline targets checked (None: all)
 LDIFF_FILE = "ldiff_resnet56_resnet20.json"
 LDIFF_RERUN = ("resnet20", 3)                                           # model, its first n layers rerun
