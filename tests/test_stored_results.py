@@ -26,6 +26,8 @@ What is recomputed per file (everything else in it is not; see each test):
   sparsities at every target; the test accuracy of L1 at the first target after recalibrating the BN
   means. Not IterTVSPrune's later steps or any other test accuracy (a 10,000-image pass each).
 - ``tvsprune_resnet56.json``: the L1 and random (3 seeds) sparsities at the first target.
+- ``tvsprune_resnet20_paper.json`` (the paper-recipe ResNet-20, notebook 04's recipe section): the L1 and
+  random (3 seeds) sparsities at the first target.
 - ``ldiff_resnet56_resnet20.json``: on ResNet-20, the first three layers' scores, LDIFF and seed-0
   drop on ``val[1000]``, and the base accuracy. On ResNet-56 only consistency (LDIFF from the stored
   scores, Spearman and p-value from the stored rows).
@@ -66,7 +68,8 @@ DFPC_FILES = {"dfpc_resnet56.json": (3, None), "dfpc_resnet56_align8.json": (3, 
 DFPC_ACCURACY = [("dfpc_resnet56.json", "DFPC (coupled)", 1),            # (file, curve, step) re-evaluated
                  ("dfpc_resnet20.json", "DFPC (coupled)", 1), ("dfpc_resnet20.json", "L1", 3),
                  ("dfpc_resnet20_paper.json", "DFPC (coupled)", 2)]
-TVS_FILES = {"tvsprune_resnet20.json": None, "tvsprune_resnet56.json": 1}  # baseline targets checked (None: all)
+TVS_FILES = {"tvsprune_resnet20.json": None, "tvsprune_resnet56.json": 1,   # baseline targets checked (None: all)
+             "tvsprune_resnet20_paper.json": 1}
 LDIFF_FILE = "ldiff_resnet56_resnet20.json"
 LDIFF_RERUN = ("resnet20", 3)                                           # model, its first n layers rerun
 CHECKED = set(DFPC_FILES) | set(TVS_FILES) | {LDIFF_FILE}
