@@ -99,6 +99,29 @@ def best_within(rows: list[dict], drop: float) -> dict | None:
     return min(ok, key=lambda r: r["flops"]) if ok else None
 
 
+def settings_of(result: dict) -> argparse.Namespace:
+    """The arguments a results file was written with (its recorded settings over the defaults)."""
+    a = parser().parse_args([])
+    vars(a).update(result["settings"])
+    return a
+
+
+def prune_order(model, crit: str, data, a: argparse.Namespace, max_steps: int | None = None):
+    """``crit``'s removal order on the unpruned ``model``, cut into steps of ``a.step_fraction`` of the eligible channels."""
+    return global_prune(model, Target(channels=a.max_fraction), criterion=crit, data=data, input_shape=INPUT,
+                        step_fraction=a.step_fraction, max_steps=a.max_steps if max_steps is None else max_steps,
+                        name=a.model)
+
+
+def repaired_at(model, run, step: int, rep: str, data, a: argparse.Namespace):
+    """Step ``step`` of ``run`` repaired from the unpruned ``model`` as the cell ``rep`` repairs it (a new model)."""
+    if not REPAIRS[rep]:
+        return run.model_at(step)
+    fixed, _ = repair_pruned(model, run.graph, run.removals(step), data, repairs=REPAIRS[rep], samples=a.samples,
+                             sequential=a.sequential, bn_variance=a.bn_variance)
+    return fixed
+
+
 def main(argv=None) -> dict:
     a = parser().parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -133,8 +156,7 @@ def main(argv=None) -> dict:
         out.write_text(json.dumps(result, indent=1) + "\n")
 
     for crit in criteria:
-        run = global_prune(model, Target(channels=a.max_fraction), criterion=crit, data=data, input_shape=INPUT,
-                           step_fraction=a.step_fraction, max_steps=a.max_steps, name=a.model)
+        run = prune_order(model, crit, data, a)
         steps = run.report.steps
         live = {r: True for r in repairs}
         for rep in repairs:
@@ -148,13 +170,7 @@ def main(argv=None) -> dict:
                 if not live[rep] or any(r["step"] == st.step for r in cell["steps"]):
                     continue
                 t0 = time.perf_counter()
-                if REPAIRS[rep]:
-                    fixed, _ = repair_pruned(model, run.graph, removals, data, repairs=REPAIRS[rep],
-                                             samples=a.samples, sequential=a.sequential,
-                                             bn_variance=a.bn_variance)
-                else:
-                    fixed = run.model_at(st.step)
-                acc = round(evaluate(fixed, test), 2)
+                acc = round(evaluate(repaired_at(model, run, st.step, rep, data, a), test), 2)
                 cell["steps"].append({
                     "step": st.step, "channels_removed": st.channels_removed, "parameters": st.parameters,
                     "flops": st.flops, "flops_reduction": round(steps[0].flops / st.flops, 4),
