@@ -95,7 +95,7 @@ def _read_cache(path: Path) -> dict:
     rerun = (f"Delete it and rerun `python -m pruning_lib.data prepare` (with the --source or --download "
              f"that made it).")
     try:
-        t = torch.load(path, weights_only=True)
+        t = torch.load(path, weights_only=True, mmap=True)
     except Exception as e:           # noqa: BLE001 -- torch raises several types for a damaged file
         raise DataIntegrityError(f"{path}: this CIFAR-10 cache cannot be read ({type(e).__name__}): it is "
                                  f"truncated or damaged. {rerun}") from None
