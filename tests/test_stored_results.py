@@ -28,6 +28,11 @@ What is recomputed per file (everything else in it is not; see each test):
 - ``tvsprune_resnet56.json``: the L1 and random (3 seeds) sparsities at the first target.
 - ``tvsprune_resnet20_paper.json`` (the paper-recipe ResNet-20, notebook 04's recipe section): the L1 and
   random (3 seeds) sparsities at the first target.
+- ``repair_resnet56.json`` (notebook 06's stored curves): step 1 of each criterion's order (channels,
+  parameters, FLOPs, placement) for every repair cell; the test accuracy of DFPC's step 1 with the BN means
+  re-estimated on ``dist`` (through ``repair_pruned``; the compensation's numerics are checked against the closed
+  form in ``tests/test_repair.py``: re-evaluating a compensated step here would add a minute). The other steps
+  only for consistency (drops, summaries, timed steps).
 - ``ldiff_resnet56_resnet20.json``: on ResNet-20, the first three layers' scores, LDIFF and seed-0
   drop on ``val[1000]``, and the base accuracy. On ResNet-56 only consistency (LDIFF from the stored
   scores, Spearman and p-value from the stored rows).
@@ -70,9 +75,10 @@ DFPC_ACCURACY = [("dfpc_resnet56.json", "DFPC (coupled)", 1),            # (file
                  ("dfpc_resnet20_paper.json", "DFPC (coupled)", 2)]
 TVS_FILES = {"tvsprune_resnet20.json": None, "tvsprune_resnet56.json": 1,   # baseline targets checked (None: all)
              "tvsprune_resnet20_paper.json": 1}
+REPAIR_FILES = {"repair_resnet56.json": [("dfpc", "bn", 1)]}   # (criterion, repair, step) re-evaluated
 LDIFF_FILE = "ldiff_resnet56_resnet20.json"
 LDIFF_RERUN = ("resnet20", 3)                                           # model, its first n layers rerun
-CHECKED = set(DFPC_FILES) | set(TVS_FILES) | {LDIFF_FILE}
+CHECKED = set(DFPC_FILES) | set(TVS_FILES) | set(REPAIR_FILES) | {LDIFF_FILE}
 
 
 # --------------------------------------------------------------------------- helpers and fixtures
@@ -355,6 +361,91 @@ def test_tvs_drops_follow_from_the_stored_accuracies(name):
                 assert e["drop"] == round(statistics.mean(drops), 2), (row["target_%"], key)
                 assert e["drop_std"] == round(statistics.stdev(drops), 2), (row["target_%"], key)
                 assert e["sparsity_%"] == round(statistics.mean(r["sparsity_%"] for r in e["runs"]), 3)
+
+
+# --------------------------------------------------------------------------- repair (notebook 06)
+
+@pytest.fixture(scope="module")
+def repair_first_step(checkpoint, split):
+    """``repair_first_step(file, criterion)``: the criterion's order rerun with the file's settings, cut after
+    step 1, and the calibration samples it was scored on (the ``dist`` split)."""
+    runs: dict = {}
+
+    def get(name: str, crit: str):
+        a = script("repair_experiments").settings_of(stored(name))
+        assert a.calibration == "dist", f"{name}: only dist-calibrated files are rerun here"
+        if (name, crit) not in runs:
+            data = split("dist", a.model)
+            runs[name, crit] = (script("repair_experiments").prune_order(checkpoint(a.model)[0], crit, data, a,
+                                                                         max_steps=1), data)
+        return runs[name, crit]
+    return get
+
+
+def _repair_cases():
+    for name in REPAIR_FILES:
+        for crit in dict.fromkeys(c["criterion"] for c in stored(name)["cells"].values()):
+            yield pytest.param(name, crit, id=f"{name}:{crit}")
+
+
+@pytest.mark.parametrize("name,crit", list(_repair_cases()))
+def test_repair_first_step_matches_every_cell(repair_first_step, checkpoint, name, crit):
+    """Step 1 of a criterion's order (channels, parameters, FLOPs exactly, and where the removed channels sit)
+    is the step every repair cell of that criterion starts from."""
+    data = stored(name)
+    _, meta = checkpoint(data["model"])
+    assert data["checkpoint_test_accuracy"] == meta["test_accuracy"], f"{name}: another checkpoint"
+    run, _ = repair_first_step(name, crit)
+    got = {k: v for k, v in run.report.rows()[1].items() if k in STRUCTURE}
+    placement = script("repair_experiments").placement(run.graph, run.removals(1))
+    for key, cell in data["cells"].items():
+        if cell["criterion"] == crit:
+            want = cell["steps"][0]
+            assert {k: want[k] for k in STRUCTURE} == got, f"{name} {key}: step 1 differs from the rerun"
+            assert want["placement"] == placement, f"{name} {key}: step 1 removes other channels"
+
+
+@pytest.mark.parametrize("name,crit,rep,step", [(n, *c) for n, cases in REPAIR_FILES.items() for c in cases])
+def test_repair_step_accuracy_matches(repair_first_step, checkpoint, split, name, crit, rep, step):
+    """A repaired step re-evaluated on the split the file names, to one image."""
+    a = script("repair_experiments").settings_of(stored(name))
+    run, data = repair_first_step(name, crit)
+    fixed = script("repair_experiments").repaired_at(checkpoint(a.model)[0], run, step, rep, data, a)
+    test = split("test", a.model)
+    test = test.subset(a.test_subset, seed=0) if a.test_subset else test
+    assert test.name == stored(name)["accuracy_split"]
+    want = next(r for r in stored(name)["cells"][f"{crit}|{rep}"]["steps"] if r["step"] == step)["accuracy"]
+    acc = evaluate(fixed, test)
+    assert within_images(acc, want, len(test)), f"{name} {crit}|{rep} step {step}: {acc} % now, {want} % stored"
+
+
+@pytest.mark.parametrize("name", list(REPAIR_FILES))
+def test_repair_summaries_follow_from_the_stored_rows(name):
+    """Drops, reductions, each cell's stop and its within-4-points summary (the notebook's table) follow from
+    the file's own rows; the repairs of one criterion share its steps and every step is timed."""
+    s = script("repair_experiments")
+    data = stored(name)
+    a = s.settings_of(data)
+    for key, cell in data["cells"].items():
+        rows = cell["steps"]
+        assert [r["step"] for r in rows] == list(range(1, len(rows) + 1)), key
+        assert all(r["accuracy_drop"] <= a.stop_drop for r in rows[:-1]), f"{key}: the curve goes on past its stop"
+        for r in rows:
+            assert r["accuracy_drop"] == pytest.approx(data["accuracy"] - r["accuracy"], abs=1e-9), key
+            assert r["flops_reduction"] == pytest.approx(data["flops"] / r["flops"], abs=1e-4), key
+            assert r["params_reduction"] == pytest.approx(data["parameters"] / r["parameters"], abs=1e-4), key
+        best = s.best_within(rows, 4.0)
+        lat = data["latency"][cell["criterion"]]
+        assert (best is None) == (cell["within_4_points"] is None), key
+        if best is not None:
+            assert cell["within_4_points"] == dict(best, speedup_batch64=lat["batch64"][str(best["step"])],
+                                                   speedup_batch1=lat["batch1"][str(best["step"])]), key
+        for other in data["cells"].values():
+            if other["criterion"] == cell["criterion"]:
+                shared = min(len(rows), len(other["steps"]))
+                assert [{k: r[k] for k in STRUCTURE} for r in rows[:shared]] == \
+                    [{k: r[k] for k in STRUCTURE} for r in other["steps"][:shared]], key
+        assert {str(r["step"]) for r in rows} <= set(lat["batch64"]) & set(lat["batch1"]), f"{key}: untimed steps"
 
 
 # --------------------------------------------------------------------------- LDIFF (notebook 03)
