@@ -133,8 +133,9 @@ class PruningReport:
     @classmethod
     def load_all(cls, path: str | Path) -> dict[str, "PruningReport"]:
         """Every pruning run stored in a JSON file, by key: a saved report (its method), an experiment
-        script's DFPC results (``methods``: one per method label, e.g. ``"DFPC (coupled)"``) or
-        TVSPrune results (``rows``: ``"target 2.4%"`` for each target sparsity)."""
+        script's DFPC results (``methods``: one per method label, e.g. ``"DFPC (coupled)"``), TVSPrune
+        results (``rows``: ``"target 2.4%"`` for each target sparsity) or repair results (``cells``: one per
+        ``"criterion|repair"``, with the unpruned model as step 0 and the batch-64 speedups)."""
         d = json.loads(Path(path).read_text())
         if isinstance(d, dict) and "steps" in d and "method" in d:
             return {d["method"]: cls.from_dict(d)}
@@ -145,11 +146,24 @@ class PruningReport:
                     for label, run in d["methods"].items()}
         if isinstance(d, dict) and isinstance(d.get("rows"), list) and all("report" in r for r in d["rows"]):
             return {f"target {r['target_%']}%": cls.from_dict(r["report"]) for r in d["rows"]}
+        if isinstance(d, dict) and isinstance(d.get("cells"), dict):
+            return {key: cls._from_repair_cell(d, cell) for key, cell in d["cells"].items()}
         if isinstance(d, dict) and d and all(isinstance(v, dict) and "rows" in v for v in d.values()):
             raise ValueError(f"{path} holds LDIFF experiments (per-layer rows), not pruning runs; read them "
                              "with json.load (see pruning_lib.course.ldiff_experiment.LdiffResult)")
         raise ValueError(f"{path} holds no pruning report: expected a saved PruningReport, or a results file "
-                         "with 'methods' (DFPC) or 'rows' with reports (TVSPrune)")
+                         "with 'methods' (DFPC), 'rows' with reports (TVSPrune) or 'cells' (repair)")
+
+    @classmethod
+    def _from_repair_cell(cls, d: dict, cell: dict) -> "PruningReport":
+        """One cell of ``scripts/repair_experiments.py``'s file: its steps after the unpruned model (step 0)."""
+        b64 = d.get("latency", {}).get(cell["criterion"], {}).get("batch64", {})
+        base = {"step": 0, "channels_removed": 0, "parameters": d["parameters"], "flops": d["flops"],
+                "accuracy": d["accuracy"], "speedup": 1.0 if b64 else None}
+        steps = [base] + [dict(s, speedup=b64.get(str(s["step"]))) for s in cell["steps"]]
+        return cls.from_dict({"method": f"{cell['criterion']}, repair {cell['repair']}", "model": d.get("model", ""),
+                              "accuracy_split": d.get("accuracy_split", ""), "steps": steps,
+                              "info": {k: v for k, v in cell.items() if k != "steps"}})
 
 
 __all__ = ["PruningStep", "PruningReport"]
