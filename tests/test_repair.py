@@ -386,6 +386,51 @@ def test_simultaneous_compensation_reads_the_uncompensated_pruned_input(net, dat
     torch.testing.assert_close(res.model.conv_c.weight.detach().view(4, 4), want, rtol=1e-7, atol=1e-9)
 
 
+class _Gate(nn.Module):
+    def forward(self, y):
+        return y / 2 if float(y.sum()) > 1e30 else y           # branches on a value: torch.fx cannot trace it
+
+
+class _UntraceableRes(TinyRes):
+    """TinyRes ending in a module torch.fx cannot trace (discover is told it is a leaf; compensate is not)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = _Gate()
+
+    def forward(self, x):
+        return self.gate(super().forward(x))
+
+
+@pytest.mark.parametrize("arch", ["tiny", "resnet20", "untraceable"])
+def test_one_pass_sequential_compensation_equals_a_pass_per_reader(net, data, arch):
+    """The node-by-node pass (every batch at once) refits exactly what one forward pass per reader
+    refits; a network torch.fx cannot trace gets the per-reader passes."""
+    if arch == "resnet20":
+        from pruning_lib.course.models.cifar_resnet import resnet20
+        model = randomised(resnet20().double(), seed=5).eval()
+        shape, x = (1, 3, 32, 32), torch.randn(24, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    else:
+        model = net if arch == "tiny" else randomised(_UntraceableRes(), seed=3)
+        shape, x = SHAPE, data
+    g = discover(model, shape, leaf_modules=["gate"] if arch == "untraceable" else ())
+    removals = {d: [0] for d in g.dfcs[::2]}
+    pruned = prune(model, g, removals)
+    one = compensate(pruned, model, g, removals, x, batch_size=10, one_pass=True)
+    per = compensate(pruned, model, g, removals, x, batch_size=10, one_pass=False)
+    assert [r.name for r in one.layers] == [r.name for r in per.layers] and len(one.layers) > 1
+    for a, b in zip(one.model.state_dict().values(), per.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert [r.error_after for r in one.layers] == pytest.approx([r.error_after for r in per.layers], rel=1e-9)
+
+
+def test_compensation_names_an_overflow_instead_of_a_solver_failure(net, data):
+    g = discover(net, SHAPE)
+    stream = g.dfc_of("stem", "feed_in")[0]
+    with pytest.raises(FloatingPointError, match="inf or NaN"):
+        compensate(prune(net, g, {stream: [0]}), net, g, {stream: [0]}, data * float("inf"))
+
+
 def test_unlabelled_data_sources_and_their_errors(net, data):
     from pruning_lib.repair import RepairDataError, iter_inputs
     batches = list(iter_inputs(DataLoader(TensorDataset(data), batch_size=16), limit=20))

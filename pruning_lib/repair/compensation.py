@@ -32,6 +32,7 @@ from torch import nn
 from ..graph import ChannelGraph
 from ..surgery import plan
 from .inputs import iter_inputs
+from .layerwise import LayerwiseUnavailable, NodeRunner
 from .moments import (PatchMoments, UnsupportedReaderError, layer_patches, outputs_by_position, reader_kind,
                       weight_blocks)
 
@@ -90,6 +91,9 @@ def _centred(m: PatchMoments, intercept: bool) -> tuple[torch.Tensor, torch.Tens
 
 def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a x = b for symmetric PSD ``a`` (batched); the minimum-norm least-squares solution when singular."""
+    if not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise FloatingPointError("the normal equations hold inf or NaN: the layer's calibration inputs or "
+                                 "outputs overflowed (check the data's scale and the upstream layers)")
     x, info = torch.linalg.solve_ex(a, b)
     if bool((info != 0).any()) or not bool(torch.isfinite(x).all()):
         x = torch.linalg.lstsq(a, b, driver="gelsd").solution
@@ -252,16 +256,42 @@ def _stride_of(graph: ChannelGraph, name: str) -> int:
 
 
 @torch.no_grad()
+def _sequential_one_pass(target: nn.Module, reference: nn.Module, graph: ChannelGraph, readers, data, samples,
+                         batch_size, method, ridge, intercept) -> list[LayerCompensation]:
+    """The sequential refits in one node-by-node pass of each network (:mod:`.layerwise`)."""
+    p0 = next(target.parameters())
+    batches = [x.to(p0.device, p0.dtype if x.is_floating_point() else x.dtype)
+               for x in iter_inputs(data, batch_size, samples)]
+    pruned_run = NodeRunner(target, batches, list(readers))
+    reference_run = NodeRunner(reference, batches, list(readers))
+    records = []
+    for n in pruned_run.order():
+        keep, stride = readers[n]
+        m = None
+        for x, y in zip(pruned_run.input_of(n), reference_run.output_of(n)):
+            p = layer_patches(target.get_submodule(n), x, stride)
+            y = outputs_by_position(y)[:, keep]
+            if m is None:
+                m = PatchMoments(p.shape[1], p.shape[2], y.shape[1], full_gram=True)
+            m.add(p, y)
+        records.append(_refit(target, graph, n, m, stride, method, ridge, intercept))
+    return records
+
+
+@torch.no_grad()
 def compensate(pruned: nn.Module, reference: nn.Module, graph: ChannelGraph, removals, data, *,
                method: str = "auto", ridge: float = 1e-4, intercept: bool = True, sequential: bool = True,
-               samples: int | None = None, batch_size: int = 250, inplace: bool = False) -> CompensationResult:
+               samples: int | None = None, batch_size: int = 250, one_pass: bool = True,
+               inplace: bool = False) -> CompensationResult:
     """Refit every reader of removed channels of ``pruned`` = ``prune(reference, graph, removals)``.
 
     ``method``: ``"auto"`` (delta* for k x k convs, the exact least-squares refit for 1x1 convs and
     Linear layers), ``"delta"`` (Prop. 3.8 everywhere) or ``"lstsq"`` (full refit everywhere, an
     extension beyond the paper for k x k convs). ``sequential``: refit readers in execution order, each
     on the input the already-compensated upstream produces (one pass over ``data`` per reader, cut
-    short after it); ``False``: one pass, every reader on the uncompensated pruned network's input.
+    short after it, or, with ``one_pass``, one node-by-node pass of the traced network over all samples
+    holding their live activations: the same refits, memory for speed; the per-reader passes when the
+    network cannot be traced); ``False``: one pass, every reader on the uncompensated pruned network's input.
     A constant per output channel is always fitted into a reader's bias; for a bias-free reader
     followed by a BatchNorm, into its running mean when ``intercept`` (else no constant is fitted).
     ``data``: unlabelled samples (``samples`` caps them). ``pruned`` is copied unless ``inplace``;
@@ -290,6 +320,13 @@ def compensate(pruned: nn.Module, reference: nn.Module, graph: ChannelGraph, rem
         target.eval()
         if not readers:
             return CompensationResult(target, records, skipped)
+        if sequential and one_pass:
+            try:
+                records = _sequential_one_pass(target, reference, graph, readers, data, samples, batch_size,
+                                               method, ridge, intercept)
+                return CompensationResult(target, records, skipped)
+            except LayerwiseUnavailable:
+                pass
         p0 = next(target.parameters())
         first = next(iter_inputs(data, batch_size, 1)).to(p0.device, p0.dtype)
         order = _execution_order(target, list(readers), first)
