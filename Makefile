@@ -37,14 +37,15 @@ ifneq ($(shell cat $(STAMP) 2>/dev/null),$(CURDIR))
 .PHONY: $(STAMP)
 endif
 
-.PHONY: help setup install data lab test test-distributed nbval course bench clean test-property
+.PHONY: help setup install data lab test test-slow test-distributed nbval course bench clean test-property
 .DEFAULT_GOAL := help
 
 # help is a double-colon rule: each mk/*.mk file adds its own lines to it.
 help::
 	@echo "make lab     set up (venv, packages, CIFAR-10 cache) and open the notebooks in JupyterLab"
 	@echo "make test    set up, then run tests/ and check every notebook's stored outputs (nbval)"
-	@echo "make test-distributed  the 2-process torchrun training checks (minutes; CI runs them as a phase)"
+	@echo "make test-slow     the tests marked slow: torchrun training, hifi orders of the stored grids (minutes; a CI phase)"
+	@echo "make test-distributed  only the 2-process torchrun training checks"
 	@echo "make nbval   set up, then check only the notebooks (NOTEBOOKS=notebooks/xx.ipynb for one)"
 	@echo "make course  set up, then execute every notebook in order into build/notebooks/"
 	@echo "make bench   set up, then run the scripts in benchmarks/ (installs the bench extra)"
@@ -85,18 +86,20 @@ data: install
 lab: setup lab-copies
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab $(LAB_DIR)/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
-# The 2-process torchrun checks take minutes: their own target (CI runs it as a phase).
-SLOW_TESTS := tests/test_train_distributed.py
-
+# Tests marked `slow` take minutes each (the 2-process torchrun checks, recomputing hifi's order of a
+# stored grid on all its calibration images): their own target, which CI runs as a phase.
 test: setup
 ifeq ($(NOTEBOOKS),)
-	$(PY) -m pytest tests $(addprefix --ignore=,$(SLOW_TESTS)) $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 else
-	$(PY) -m pytest tests $(addprefix --ignore=,$(SLOW_TESTS)) $(NOTEBOOKS) $(NBVAL_ARGS) $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow" $(NOTEBOOKS) $(NBVAL_ARGS) $(PYTEST_ARGS)
 endif
 
+test-slow: setup
+	$(PY) -m pytest tests -m slow $(PYTEST_ARGS)
+
 test-distributed: setup
-	$(PY) -m pytest $(SLOW_TESTS) $(PYTEST_ARGS)
+	$(PY) -m pytest tests/test_train_distributed.py $(PYTEST_ARGS)
 
 # Only the notebooks' check (all, or e.g. `make nbval NOTEBOOKS=notebooks/02_dfpc.ipynb`); naming
 # tests/conftest.py loads its nbval settings (stderr not compared) without running tests/.

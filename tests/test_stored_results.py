@@ -385,7 +385,8 @@ def repair_first_step(checkpoint, split):
 def _repair_cases():
     for name in REPAIR_FILES:
         for crit in dict.fromkeys(c["criterion"] for c in stored(name)["cells"].values()):
-            yield pytest.param(name, crit, id=f"{name}:{crit}")
+            # hifi scores every reader on all 2,000 calibration images (minutes): `make test-slow`
+            yield pytest.param(name, crit, id=f"{name}:{crit}", marks=[pytest.mark.slow] if crit == "hifi" else [])
 
 
 @pytest.mark.parametrize("name,crit", list(_repair_cases()))

@@ -26,6 +26,8 @@ from pruning_lib.course import data as cdata
 from pruning_lib.course import training as ptrain
 from pruning_lib.course.checkpoints import load_checkpoint
 
+pytestmark = pytest.mark.slow          # 2-process torchrun runs: minutes (make test-slow)
+
 ROOT = Path(__file__).resolve().parent.parent
 HANG_GUARD_S = 300          # a launch that has not ended by then is hung: fail instead of waiting
 
