@@ -87,7 +87,7 @@ lab: setup lab-copies
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab $(LAB_DIR)/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Tests marked `slow` take minutes each (the 2-process torchrun checks, recomputing hifi's order of a
-# stored grid on all its calibration images): their own target, which CI runs as a phase.
+# stored grid on all its calibration images, a stored repaired step re-evaluated): their own target, which CI runs as a phase.
 test: setup
 ifeq ($(NOTEBOOKS),)
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)

@@ -406,6 +406,7 @@ def test_repair_first_step_matches_every_cell(repair_first_step, checkpoint, nam
             assert want["placement"] == placement, f"{name} {key}: step 1 removes other channels"
 
 
+@pytest.mark.slow          # a repair on 2,000 images and 10,000 test images evaluated: a minute (make test-slow)
 @pytest.mark.parametrize("name,crit,rep,step", [(n, *c) for n, cases in REPAIR_FILES.items() for c in cases])
 def test_repair_step_accuracy_matches(repair_first_step, checkpoint, split, name, crit, rep, step):
     """A repaired step re-evaluated on the split the file names, to one image."""
