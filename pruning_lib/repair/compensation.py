@@ -218,13 +218,18 @@ def paired_moments(pruned: nn.Module, reference: nn.Module, readers: dict[str, t
         ys = _forward_until(reference, x, names, lambda m, i, o: o)
         xs = _forward_until(pruned, x, names, lambda m, i, o: i[0])
         for n in names:
-            keep, stride = readers[n]
-            p = layer_patches(pruned.get_submodule(n), xs[n], stride)
-            y = outputs_by_position(ys[n])[:, keep]
-            if n not in moments:
-                moments[n] = PatchMoments(p.shape[1], p.shape[2], y.shape[1], full_gram=True)
-            moments[n].add(p, y)
+            moments[n] = _add_pair(moments.get(n), pruned.get_submodule(n), xs[n], ys[n], *readers[n])
     return moments
+
+
+def _add_pair(m: PatchMoments | None, layer: nn.Module, x: torch.Tensor, y: torch.Tensor, keep: list[int],
+              stride: int) -> PatchMoments:
+    """``m`` (made on the first batch) plus one batch: ``layer``'s patches of ``x`` against the kept outputs ``y``."""
+    p = layer_patches(layer, x, stride)
+    y = outputs_by_position(y)[:, keep]
+    m = m if m is not None else PatchMoments(p.shape[1], p.shape[2], y.shape[1], full_gram=True)
+    m.add(p, y)
+    return m
 
 
 def _execution_order(model: nn.Module, names: list[str], x: torch.Tensor) -> list[str]:
@@ -266,15 +271,10 @@ def _sequential_one_pass(target: nn.Module, reference: nn.Module, graph: Channel
     reference_run = NodeRunner(reference, batches, list(readers))
     records = []
     for n in pruned_run.order():
-        keep, stride = readers[n]
         m = None
         for x, y in zip(pruned_run.input_of(n), reference_run.output_of(n)):
-            p = layer_patches(target.get_submodule(n), x, stride)
-            y = outputs_by_position(y)[:, keep]
-            if m is None:
-                m = PatchMoments(p.shape[1], p.shape[2], y.shape[1], full_gram=True)
-            m.add(p, y)
-        records.append(_refit(target, graph, n, m, stride, method, ridge, intercept))
+            m = _add_pair(m, target.get_submodule(n), x, y, *readers[n])
+        records.append(_refit(target, graph, n, m, readers[n][1], method, ridge, intercept))
     return records
 
 
