@@ -11,6 +11,7 @@ from conftest import make_images
 from pruning_lib.course import data as cdata
 import pruning_lib as pl
 from pruning_lib.pruning import tvsprune
+from pruning_lib.scoring import tvs
 from pruning_lib.scoring.tvs import STREAM_REDUCE
 from pruning_lib.graph import discover
 from pruning_lib.measure import count_parameters
@@ -89,6 +90,25 @@ def test_scores_cover_every_dfc_including_the_coupled_stream(toy):
     assert (means["min"] <= means["mean"] + 1e-12).all() and (means["mean"] <= means["max"] + 1e-12).all()
     with pytest.raises(ValueError, match="stream_reduce"):
         pl.tvs_scores(model, graph, data=dist, stream_reduce="median")
+
+
+def test_bn_and_stream_sites_share_one_forward_pass_per_batch(toy):
+    """Both kinds of score site are fed by the same pass (one model call per batch), and the BN sites'
+    scores are exactly those of the class statistics taken on their own."""
+    model, dist, _, _ = toy
+    graph = discover(model, (1, 3, 32, 32))
+    calls = []
+    h = model.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    try:
+        scores = pl.tvs_scores(model, graph, data=dist, batch_size=64)
+    finally:
+        h.remove()
+    assert calls == [64] * (len(dist) // 64) + ([len(dist) % 64] if len(dist) % 64 else [])
+    bn_dfcs = {d: tvs._bn_site(d) for d in graph.dfcs if tvs._bn_site(d)}
+    assert bn_dfcs and len(bn_dfcs) < len(graph.dfcs)          # both kinds present
+    alone = pl.filter_scores(pl.collect_statistics(model, dist, modules=sorted(set(bn_dfcs.values())), batch_size=64))
+    for d, bn in bn_dfcs.items():
+        assert torch.equal(scores[d], alone[bn])
 
 
 def test_one_shot_follows_the_eps_rule_and_shrinks_physically(toy):

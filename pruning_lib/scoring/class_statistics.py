@@ -29,12 +29,13 @@ labels) batches, or a course split such as ``dist`` (labelled samples from the d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 import torch
 from torch import nn
 
 from .. import sources
+from ..modes import eval_mode
 from ..sources import DataSource
 from .distances import pairwise_min, resolve_score
 
@@ -180,50 +181,95 @@ def collect_statistics(model: nn.Module, data: DataSource | None = None,
         raise ValueError(f"modules {missing} are not in the model; valid names look like "
                          f"{[n for n in named if n][:5]} (see model.named_modules())")
     device = torch.device(device) if device else next(model.parameters()).device
-    acc = {n: MomentAccumulator(k) for n in names}
+    stats = OutputStatistics(model, names, k, summary)
+    images = observe(model, data, [stats], k=k, batch_size=batch_size, device=device,
+                     progress="class statistics" if progress else None)
+    return stats.result(data, images)
+
+
+class BatchObserver(Protocol):
+    """What :func:`observe` runs: ``attach`` installs hooks on the model (their handles returned),
+    ``start`` and ``finish`` are called with each batch's labels before and after its forward pass."""
+
+    def attach(self) -> list: ...
+
+    def start(self, y: torch.Tensor) -> None: ...
+
+    def finish(self, y: torch.Tensor) -> None: ...
+
+
+@torch.no_grad()
+def observe(model: nn.Module, data: DataSource, observers: Sequence[BatchObserver], *, k: int,
+            batch_size: int, device: torch.device, progress: str | None = None) -> torch.Tensor:
+    """One eval-mode forward pass over ``data`` feeding every observer (so several statistics cost
+    one pass); returns the images seen per class (K,). Hooks are removed and each submodule's mode
+    restored whatever happens. ``progress``: a tqdm description, or None for no bar."""
     images = torch.zeros(k, dtype=torch.long)
-    current: dict[str, torch.Tensor] = {}
-
-    def hook(name):
-        def fn(_module, _inputs, out):
-            if name in current:
-                raise RuntimeError(f"module {name!r} runs more than once per forward pass (a shared "
-                                   "module); its outputs are ambiguous, hook a module used once")
-            current[name] = _summarise(out, summary, name)
-        return fn
-
-    modes = {m: m.training for m in model.modules()}
-    handles = [named[n].register_forward_hook(hook(n)) for n in names]
+    handles: list = []
     try:
-        model.eval()
-        it = sources.iter_batches(data, batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-            it = tqdm(it, total=sources.batch_count(data, batch_size), desc="class statistics", leave=False)
-        for x, y in it:
-            current.clear()
-            model(x.to(device))
-            images += torch.bincount(y.cpu(), minlength=k)
-            y = y.to(device)
-            for n in names:
-                if n not in current:
-                    raise RuntimeError(f"module {n!r} was not called in the forward pass; hook modules "
-                                       "that run on every input")
-                feats = current[n]
-                reps = feats.shape[0] // y.shape[0]          # spatial_flatten: H*W samples per image
-                acc[n].add(feats, y.repeat_interleave(reps) if reps > 1 else y)
+        with eval_mode(model):
+            for o in observers:
+                handles += o.attach()
+            it = sources.iter_batches(data, batch_size)
+            if progress:
+                from tqdm.auto import tqdm
+                it = tqdm(it, total=sources.batch_count(data, batch_size), desc=progress, leave=False)
+            for x, y in it:
+                for o in observers:
+                    o.start(y)
+                model(x.to(device))
+                images += torch.bincount(y.cpu(), minlength=k)
+                for o in observers:
+                    o.finish(y)
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
-    if not int(images.sum()):
-        raise sources.DataSourceError(f"the data source {sources.source_name(data)!r} yielded no samples: "
-                                      "class statistics need labelled batches")
-    classes = tuple(data.classes) if sources.is_split(data) else tuple(range(k))
-    per = {c: int(v) for c, v in enumerate(images)}
-    return ClassStatistics({n: acc[n].moments() for n in names}, classes, summary,
-                           sources.source_name(data), int(images.sum()), per)
+    return images
+
+
+class OutputStatistics:
+    """Per-class moments of each named module's output, taken by forward hooks batch by batch (the
+    observer behind :func:`collect_statistics`)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], k: int, summary: str):
+        self.named = dict(model.named_modules())
+        self.names, self.summary = list(names), summary
+        self.acc = {n: MomentAccumulator(k) for n in self.names}
+        self.current: dict[str, torch.Tensor] = {}
+
+    def _hook(self, name: str):
+        def fn(_module, _inputs, out):
+            if name in self.current:
+                raise RuntimeError(f"module {name!r} runs more than once per forward pass (a shared "
+                                   "module); its outputs are ambiguous, hook a module used once")
+            self.current[name] = _summarise(out, self.summary, name)
+        return fn
+
+    def attach(self) -> list:
+        return [self.named[n].register_forward_hook(self._hook(n)) for n in self.names]
+
+    def start(self, y: torch.Tensor) -> None:
+        self.current.clear()
+
+    def finish(self, y: torch.Tensor) -> None:
+        for n in self.names:
+            if n not in self.current:
+                raise RuntimeError(f"module {n!r} was not called in the forward pass; hook modules "
+                                   "that run on every input")
+            feats = self.current[n]
+            yy = y.to(feats.device)
+            reps = feats.shape[0] // yy.shape[0]          # spatial_flatten: H*W samples per image
+            self.acc[n].add(feats, yy.repeat_interleave(reps) if reps > 1 else yy)
+
+    def result(self, data: DataSource, images: torch.Tensor) -> ClassStatistics:
+        if not int(images.sum()):
+            raise sources.DataSourceError(f"the data source {sources.source_name(data)!r} yielded no samples: "
+                                          "class statistics need labelled batches")
+        k = len(images)
+        classes = tuple(data.classes) if sources.is_split(data) else tuple(range(k))
+        per = {c: int(v) for c, v in enumerate(images)}
+        return ClassStatistics({n: self.acc[n].moments() for n in self.names}, classes, self.summary,
+                               sources.source_name(data), int(images.sum()), per)
 
 
 DISTANCES = ("hellinger_lb", "tv_exact", "mean_gap", "hellinger")
@@ -259,4 +305,4 @@ def observed_pairwise_min(fn, means: torch.Tensor, vars: torch.Tensor, counts: t
 
 __all__ = ["ChannelMoments", "ClassStatistics", "MomentAccumulator", "SumAccumulator", "SUMMARIES", "DISTANCES", "default_modules",
            "observed_pairwise_min",
-           "collect_statistics", "filter_scores"]
+           "collect_statistics", "filter_scores", "observe", "BatchObserver", "OutputStatistics"]

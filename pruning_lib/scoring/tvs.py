@@ -28,11 +28,10 @@ from torch import nn
 
 from .. import sources
 from ..graph.discovery import discover
-from ..modes import eval_mode
 from ..graph.types import DFC, ChannelGraph
 from ..sources import DataSource
 from .base import ChannelScores, graph_of, register_criterion
-from .class_statistics import SumAccumulator, collect_statistics, filter_scores, observed_pairwise_min
+from .class_statistics import OutputStatistics, SumAccumulator, filter_scores, observe, observed_pairwise_min
 
 STREAM_REDUCE = ("mean", "min", "max")
 
@@ -90,34 +89,32 @@ class _ReaderStats:
         return {"mean": s.mean(0), "min": s.min(0).values, "max": s.max(0).values}[reduce]
 
 
-@torch.no_grad()
-def _stream_scores(model: nn.Module, dfcs: list[DFC], data: DataSource, k: int, distance: str,
-                   reduce: str, batch_size: int) -> dict[DFC, torch.Tensor]:
-    if not dfcs:
-        return {}
-    current: dict[str, torch.Tensor] = {}
-    stats = [_ReaderStats(d, k) for d in dfcs]
-    handles = []
-    device = next(model.parameters()).device
-    try:
-        with eval_mode(model):
-            for st in stats:
-                for ref in st.dfc.feed_out:
-                    handles.append(model.get_submodule(ref.module).register_forward_pre_hook(
-                        st.hook(ref, lambda: current["y"])))
-            for x, y in sources.iter_batches(data, batch_size):
-                current["y"] = y
-                for st in stats:
-                    st.seen.clear()
-                model(x.to(device))
-    finally:
-        for h in handles:
-            h.remove()
-        for st in stats:
+class _StreamObserver:
+    """The :class:`_ReaderStats` of every stream DFC, fed by pre-hooks on their readers during
+    :func:`~pruning_lib.scoring.class_statistics.observe`'s pass."""
+
+    def __init__(self, model: nn.Module, dfcs: list[DFC], k: int):
+        self.model = model
+        self.stats = [_ReaderStats(d, k) for d in dfcs]
+        self.y: torch.Tensor | None = None
+
+    def attach(self) -> list:
+        return [self.model.get_submodule(ref.module).register_forward_pre_hook(st.hook(ref, lambda: self.y))
+                for st in self.stats for ref in st.dfc.feed_out]
+
+    def start(self, y: torch.Tensor) -> None:
+        self.y = y
+        for st in self.stats:
             st.seen.clear()
-    if not any(st.readers for st in stats):
-        raise sources.DataSourceError("the data source yielded no samples to score the channels on")
-    return {st.dfc: st.scores(distance, reduce) for st in stats}
+
+    def finish(self, y: torch.Tensor) -> None:
+        for st in self.stats:
+            st.seen.clear()             # the batch's tensors are not kept alive
+
+    def scores(self, distance: str, reduce: str) -> dict[DFC, torch.Tensor]:
+        if not any(st.readers for st in self.stats):
+            raise sources.DataSourceError("the data source yielded no samples to score the channels on")
+        return {st.dfc: st.scores(distance, reduce) for st in self.stats}
 
 
 # --------------------------------------------------------------------------- scores
@@ -140,14 +137,20 @@ def tvs_scores(model: nn.Module, graph: ChannelGraph | None = None, *, data: Dat
     k = num_classes or sources.num_classes(data)
     bn_dfcs = {d: _bn_site(d) for d in graph.dfcs if _bn_site(d) is not None}
     stream_dfcs = [d for d in graph.dfcs if d not in bn_dfcs]
+    data = sources.resolve(data)
+    # One forward pass per batch feeds both kinds of score site: the BN outputs and the stream readers.
+    bn_stats = OutputStatistics(model, sorted(set(bn_dfcs.values())), k, "spatial_mean") if bn_dfcs else None
+    streams = _StreamObserver(model, stream_dfcs, k) if stream_dfcs else None
+    observers = [o for o in (bn_stats, streams) if o is not None]
+    device = next(model.parameters()).device
+    images = observe(model, data, observers, k=k, batch_size=batch_size, device=device) if observers else None
     out: dict[DFC, torch.Tensor] = {}
-    if bn_dfcs:
-        stats = collect_statistics(model, data, modules=sorted(set(bn_dfcs.values())), batch_size=batch_size,
-                                   num_classes=k)
-        per_bn = filter_scores(stats, distance=distance)
+    if bn_stats is not None:
+        per_bn = filter_scores(bn_stats.result(data, images), distance=distance)
         for d, bn in bn_dfcs.items():
             out[d] = per_bn[bn].detach().to("cpu", torch.float64)
-    out.update(_stream_scores(model, stream_dfcs, data, k, distance, stream_reduce, batch_size))
+    if streams is not None:
+        out.update(streams.scores(distance, stream_reduce))
     return ChannelScores(f"tvs[{distance}]", graph, {d: out[d] for d in graph.dfcs})
 
 
