@@ -15,11 +15,13 @@ only) or images synthesised from the network's BatchNorm statistics (``--calibra
 Latency: CPU, batch 64 and batch 1, fixed threads, every timed step interleaved with the unpruned model.
 
 Resumable: the file is rewritten after every evaluation, and a rerun with the same settings skips
-what the file already holds (``--fresh`` starts over).
+what the file already holds (``--fresh`` starts over); each criterion's scores of the unpruned model are
+kept beside it (``<out>.<criterion>-scores.pt``), so a resumed run does not score again.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import time
@@ -28,11 +30,13 @@ from pathlib import Path
 import torch
 
 from pruning_lib.course.checkpoints import load_checkpoint
+from pruning_lib.graph import discover
 from pruning_lib.course.data import default_data_dir, load_split
 from pruning_lib.measure import compare_latency, count_flops, count_parameters, evaluate, speedups
 from pruning_lib.pruning import Target, global_prune
 from pruning_lib.pruning.channel_cost import stages
 from pruning_lib.repair import repair_pruned, synthesize_images
+from pruning_lib.scoring import ChannelScores, get_criterion
 
 REPAIRS = {"none": (), "bn": ("bn",), "bn+compensation": ("compensation", "bn"),
            "compensation": ("compensation",)}
@@ -106,9 +110,34 @@ def settings_of(result: dict) -> argparse.Namespace:
     return a
 
 
-def prune_order(model, crit: str, data, a: argparse.Namespace, max_steps: int | None = None):
-    """``crit``'s removal order on the unpruned ``model``, cut into steps of ``a.step_fraction`` of the eligible channels."""
-    return global_prune(model, Target(channels=a.max_fraction), criterion=crit, data=data, input_shape=INPUT,
+def scores_of(model, crit: str, data, a: argparse.Namespace, cache: Path | None):
+    """``crit``'s scores of the unpruned ``model``, kept in ``cache`` so that a resumed run does not recompute
+    them (a data-driven order costs minutes on ResNet-50); a cache of other settings is ignored and replaced."""
+    key = {"criterion": crit, **{k: getattr(a, k) for k in ("model", "calibration", "synth_images", "synth_iterations")},
+           "checkpoint_sha256": checkpoint_digest(a.model)}
+    graph = discover(model, INPUT)
+    if cache is not None and cache.exists():
+        saved = torch.load(cache, weights_only=True)
+        if saved["key"] == key and [len(v) for v in saved["scores"]] == [d.channels for d in graph.dfcs]:
+            return ChannelScores(saved["method"], graph, dict(zip(graph.dfcs, saved["scores"])))
+    scores = get_criterion(crit)(model, graph, data=data)
+    if cache is not None:
+        tmp = cache.with_suffix(".tmp")
+        torch.save({"key": key, "method": scores.method, "scores": [scores.scores[d] for d in graph.dfcs]}, tmp)
+        tmp.replace(cache)                                 # never a half-written cache
+    return scores
+
+
+def checkpoint_digest(name: str) -> str:
+    return hashlib.sha256((default_data_dir() / "checkpoints" / f"{name}.pt").read_bytes()).hexdigest()
+
+
+def prune_order(model, crit: str, data, a: argparse.Namespace, max_steps: int | None = None,
+                cache: Path | None = None):
+    """``crit``'s removal order on the unpruned ``model``, cut into steps of ``a.step_fraction`` of the eligible
+    channels (its scores read from / kept in ``cache`` when given)."""
+    criterion = scores_of(model, crit, data, a, cache) if cache is not None else crit
+    return global_prune(model, Target(channels=a.max_fraction), criterion=criterion, data=data, input_shape=INPUT,
                         step_fraction=a.step_fraction, max_steps=a.max_steps if max_steps is None else max_steps,
                         name=a.model)
 
@@ -156,7 +185,7 @@ def main(argv=None) -> dict:
         out.write_text(json.dumps(result, indent=1) + "\n")
 
     for crit in criteria:
-        run = prune_order(model, crit, data, a)
+        run = prune_order(model, crit, data, a, cache=out.with_name(f"{out.stem}.{crit}-scores.pt"))
         steps = run.report.steps
         live = {r: True for r in repairs}
         for rep in repairs:

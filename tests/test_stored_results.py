@@ -421,6 +421,27 @@ def test_repair_step_accuracy_matches(repair_first_step, checkpoint, split, name
     assert within_images(acc, want, len(test)), f"{name} {crit}|{rep} step {step}: {acc} % now, {want} % stored"
 
 
+def test_repair_script_scores_cache_gives_the_same_order(tmp_path, checkpoint, split, monkeypatch):
+    """A resumed run reads the criterion's scores from the cache beside its file and prunes in the same order as a
+    fresh one; a cache written with other settings is not used."""
+    s = script("repair_experiments")
+    a = s.parser().parse_args(["--model", "resnet20"])
+    model, data, cache = checkpoint("resnet20")[0], split("dist", "resnet20"), tmp_path / "r.l1-scores.pt"
+
+    def order(run):
+        return [sorted((d.index, sorted(c)) for d, c in run.removals(k).items() if c) for k in (1, 2)]
+    fresh = order(s.prune_order(model, "l1", data, a, max_steps=2))
+    assert order(s.prune_order(model, "l1", data, a, max_steps=2, cache=cache)) == fresh and cache.exists()
+
+    def scored_again(name):
+        raise AssertionError("scored again")
+    monkeypatch.setattr(s, "get_criterion", scored_again)
+    assert order(s.prune_order(model, "l1", data, a, max_steps=2, cache=cache)) == fresh
+    a.calibration = "synth"
+    with pytest.raises(AssertionError, match="scored again"):
+        s.prune_order(model, "l1", data, a, max_steps=2, cache=cache)
+
+
 @pytest.mark.parametrize("name", list(REPAIR_FILES))
 def test_repair_summaries_follow_from_the_stored_rows(name):
     """Drops, reductions, each cell's stop and its within-4-points summary (the notebook's table) follow from
